@@ -1,0 +1,5 @@
+//! The decision engine: bytes, metadata and time in; a verdict and events out. No I/O.
+
+pub mod meta;
+pub mod patterns;
+pub mod seq;
