@@ -6,3 +6,5 @@
 //! move bytes into it: the live NFQUEUE loop and the offline capture replay.
 
 pub mod engine;
+pub mod replay;
+pub mod wire;

@@ -1,0 +1,375 @@
+//! Checked, zero-copy views of untrusted packet bytes.
+//!
+//! [`parse`] is the one entry point: every packet, from NFQUEUE or from a capture,
+//! goes through it. It never panics and never allocates; anything it cannot read is a
+//! typed [`ParseError`] that the engine turns into a counted, named verdict.
+
+pub mod link;
+pub mod tcp_options;
+
+use crate::engine::meta::LinkType;
+use crate::engine::seq::SeqNumber;
+use core::fmt;
+use core::net::IpAddr;
+use etherparse::{IpNumber, Ipv6ExtensionSlice, LaxIpSlice, LenSource, TcpSlice};
+use link::{LinkError, LinkPayload};
+use tcp_options::{OptionError, TcpOptions};
+
+/// IP protocol numbers used across the crate.
+pub mod proto {
+    /// ICMP for IPv4.
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+    /// ICMP for IPv6.
+    pub const ICMPV6: u8 = 58;
+
+    /// The lower-case name used in output, or `None` for other numbers.
+    pub fn name(p: u8) -> Option<&'static str> {
+        Some(match p {
+            ICMP => "icmp",
+            TCP => "tcp",
+            UDP => "udp",
+            ICMPV6 => "icmpv6",
+            _ => return None,
+        })
+    }
+}
+
+/// One IP packet, read.
+#[derive(Clone, Copy, Debug)]
+pub struct Packet<'a> {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// IP packet length as the header declares it (what the wire carried).
+    pub ip_len: u32,
+    /// The transport protocol number after any IPv6 extension headers.
+    pub proto: u8,
+    /// Set when the packet is an IP fragment.
+    pub fragment: Option<Fragment>,
+    /// The transport layer, as far as it could be read.
+    pub transport: Transport<'a>,
+}
+
+/// Fragment facts (IPv4 flags/offset or the IPv6 fragment header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fragment {
+    /// Offset of this fragment's data, in 8-byte units.
+    pub offset: u16,
+    /// More fragments follow.
+    pub more: bool,
+}
+
+impl Fragment {
+    /// Returns true if and only if this fragment carries the transport header.
+    pub fn is_first(self) -> bool {
+        self.offset == 0
+    }
+}
+
+/// The transport layer of a packet.
+#[derive(Clone, Copy, Debug)]
+pub enum Transport<'a> {
+    /// A TCP segment.
+    Tcp(TcpSegment<'a>),
+    /// A UDP datagram.
+    Udp {
+        /// Source port.
+        sport: u16,
+        /// Destination port.
+        dport: u16,
+    },
+    /// An ICMP or ICMPv6 message.
+    Icmp {
+        /// ICMP type.
+        kind: u8,
+        /// ICMP code.
+        code: u8,
+    },
+    /// A non-first fragment: no transport header to read.
+    Fragment,
+    /// A protocol nfqwall does not inspect.
+    Other,
+}
+
+/// A TCP segment, read.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpSegment<'a> {
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// Sequence number.
+    pub seq: SeqNumber,
+    /// Acknowledgement number (meaningful only with ACK).
+    pub ack: SeqNumber,
+    /// Flag byte (FIN 0x01 ... CWR 0x80).
+    pub flags: u8,
+    /// Raw (unscaled) window field.
+    pub window: u16,
+    /// TCP header length in bytes.
+    pub header_len: u16,
+    /// Payload length from the IP lengths (a capture may hold fewer bytes).
+    pub payload_len: u32,
+    /// The payload bytes present in the buffer.
+    pub payload: &'a [u8],
+    /// The options, or why they could not be read.
+    pub options: Result<TcpOptions, OptionError>,
+}
+
+/// Why a packet could not be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// The link layer was unreadable.
+    Link(LinkError),
+    /// Not an IP packet (EtherType or PPP protocol given).
+    NotIp(u16),
+    /// The IP header was unreadable.
+    Ip(&'static str),
+    /// The TCP header was unreadable.
+    Tcp(&'static str),
+    /// The UDP header was unreadable.
+    Udp(&'static str),
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::Link(e) => e.fmt(f),
+            ParseError::NotIp(t) => write!(f, "not IP (protocol 0x{t:04x})"),
+            ParseError::Ip(why) => write!(f, "IP header unreadable: {why}"),
+            ParseError::Tcp(why) => write!(f, "TCP header unreadable: {why}"),
+            ParseError::Udp(why) => write!(f, "UDP header unreadable: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Reads a packet: link layer, IP (with extension headers and fragments), transport.
+pub fn parse(link: LinkType, frame: &[u8]) -> Result<Packet<'_>, ParseError> {
+    let ip_bytes = match link::strip(link, frame).map_err(ParseError::Link)? {
+        LinkPayload::Ip(b) => b,
+        LinkPayload::NotIp(t) => return Err(ParseError::NotIp(t)),
+    };
+    parse_ip(ip_bytes)
+}
+
+/// Reads a packet that starts at its IP header.
+pub fn parse_ip(bytes: &[u8]) -> Result<Packet<'_>, ParseError> {
+    use etherparse::err::ip::LaxHeaderSliceError as E;
+    let (ip, _ext_err) = LaxIpSlice::from_slice(bytes).map_err(|e| {
+        ParseError::Ip(match e {
+            E::Len(_) => "shorter than its header (truncated packet)",
+            E::Content(c) => match c {
+                etherparse::err::ip::HeaderError::UnsupportedIpVersion { .. } => {
+                    "version is neither 4 nor 6 (not an IP packet)"
+                }
+                _ => "header length field below the minimum (malformed header)",
+            },
+        })
+    })?;
+    let payload = ip.payload();
+    let header_overhead = payload.payload.as_ptr() as usize - bytes.as_ptr() as usize;
+    let (declared_len, fragment) = match &ip {
+        LaxIpSlice::Ipv4(v4) => {
+            let h = v4.header();
+            let frag = h.is_fragmenting_payload().then(|| Fragment {
+                offset: h.fragments_offset().value(),
+                more: h.more_fragments(),
+            });
+            (u32::from(h.total_len()), frag)
+        }
+        LaxIpSlice::Ipv6(v6) => {
+            let mut frag = None;
+            for ext in v6.extensions().clone() {
+                if let Ipv6ExtensionSlice::Fragment(fh) = ext {
+                    if fh.is_fragmenting_payload() {
+                        frag = Some(Fragment {
+                            offset: fh.fragment_offset().value(),
+                            more: fh.more_fragments(),
+                        });
+                    }
+                }
+            }
+            (40 + u32::from(v6.header().payload_length()), frag)
+        }
+    };
+    // A capture's snap length can cut the payload; the header's length is what was
+    // on the wire. Offloaded (TSO) captures carry a zero length: then trust the bytes.
+    let wire_payload_len = if payload.len_source == LenSource::Slice && !payload.incomplete {
+        payload.payload.len() as u32
+    } else {
+        declared_len.saturating_sub(header_overhead as u32)
+    };
+    let ip_len = header_overhead as u32 + wire_payload_len;
+    let proto = payload.ip_number.0;
+    let transport = if fragment.is_some_and(|f| !f.is_first()) {
+        Transport::Fragment
+    } else {
+        parse_transport(payload.ip_number, payload.payload, wire_payload_len)?
+    };
+    Ok(Packet {
+        src: ip.source_addr(),
+        dst: ip.destination_addr(),
+        ip_len,
+        proto,
+        fragment,
+        transport,
+    })
+}
+
+fn parse_transport(
+    number: IpNumber,
+    bytes: &[u8],
+    wire_len: u32,
+) -> Result<Transport<'_>, ParseError> {
+    Ok(match number.0 {
+        proto::TCP => {
+            let tcp = TcpSlice::from_slice(bytes).map_err(|e| {
+                ParseError::Tcp(match e {
+                    etherparse::err::tcp::HeaderSliceError::Len(_) => {
+                        "shorter than its data offset says (truncated segment)"
+                    }
+                    etherparse::err::tcp::HeaderSliceError::Content(_) => {
+                        "data offset below 5 words (malformed header)"
+                    }
+                })
+            })?;
+            let header_len = u16::from(tcp.data_offset()) * 4;
+            let flags = tcp.header_slice()[13];
+            Transport::Tcp(TcpSegment {
+                sport: tcp.source_port(),
+                dport: tcp.destination_port(),
+                seq: SeqNumber(tcp.sequence_number()),
+                ack: SeqNumber(tcp.acknowledgment_number()),
+                flags,
+                window: tcp.window_size(),
+                header_len,
+                payload_len: wire_len.saturating_sub(u32::from(header_len)),
+                payload: tcp.payload(),
+                options: tcp_options::parse_options(tcp.options()),
+            })
+        }
+        proto::UDP => {
+            if bytes.len() < 8 {
+                return Err(ParseError::Udp("shorter than 8 bytes (truncated datagram)"));
+            }
+            Transport::Udp {
+                sport: u16::from_be_bytes([bytes[0], bytes[1]]),
+                dport: u16::from_be_bytes([bytes[2], bytes[3]]),
+            }
+        }
+        proto::ICMP | proto::ICMPV6 if bytes.len() >= 2 => Transport::Icmp {
+            kind: bytes[0],
+            code: bytes[1],
+        },
+        _ => Transport::Other,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// IPv4 + TCP SYN from 192.0.2.1:40000 to 198.51.100.2:80, MSS option.
+    const SYN_V4: [u8; 44] = [
+        0x45, 0, 0, 44, 0, 1, 0x40, 0, 64, 6, 0, 0, 192, 0, 2, 1, 198, 51, 100, 2, // IPv4
+        0x9c, 0x40, 0, 80, 0, 0, 0, 100, 0, 0, 0, 0, 0x60, 0x02, 0xff, 0xff, 0, 0, 0,
+        0, // TCP, doff 6
+        2, 4, 0x05, 0xb4, // MSS 1460
+    ];
+
+    #[test]
+    fn tcp_syn_over_ipv4() {
+        let p = parse(LinkType::RawIp, &SYN_V4).unwrap();
+        assert_eq!(p.src.to_string(), "192.0.2.1");
+        assert_eq!(p.dst.to_string(), "198.51.100.2");
+        assert_eq!(p.ip_len, 44);
+        let Transport::Tcp(t) = p.transport else {
+            panic!("not TCP")
+        };
+        assert_eq!((t.sport, t.dport), (40000, 80));
+        assert_eq!(t.seq, SeqNumber(100));
+        assert_eq!(t.flags, 0x02);
+        assert_eq!(t.payload_len, 0);
+        assert_eq!(t.options.unwrap().mss, Some(1460));
+    }
+
+    #[test]
+    fn snapped_capture_keeps_wire_length() {
+        let mut pkt = SYN_V4;
+        pkt[3] = 144; // total length says 100 payload bytes that the capture cut off
+        let p = parse(LinkType::RawIp, &pkt).unwrap();
+        let Transport::Tcp(t) = p.transport else {
+            panic!("not TCP")
+        };
+        assert_eq!(t.payload_len, 100);
+        assert_eq!(p.ip_len, 144);
+    }
+
+    #[test]
+    fn truncated_tcp_header_is_an_error() {
+        assert!(matches!(
+            parse(LinkType::RawIp, &SYN_V4[..30]),
+            Err(ParseError::Tcp(_))
+        ));
+        assert!(matches!(
+            parse(LinkType::RawIp, &SYN_V4[..10]),
+            Err(ParseError::Ip(_))
+        ));
+        assert!(matches!(
+            parse(LinkType::RawIp, &[]),
+            Err(ParseError::Ip(_))
+        ));
+    }
+
+    #[test]
+    fn data_offset_below_five_is_malformed() {
+        let mut pkt = SYN_V4;
+        pkt[32] = 0x40;
+        assert!(matches!(
+            parse(LinkType::RawIp, &pkt),
+            Err(ParseError::Tcp(_))
+        ));
+    }
+
+    #[test]
+    fn non_first_fragment_has_no_transport() {
+        let mut pkt = SYN_V4;
+        pkt[6] = 0x20; // MF
+        pkt[7] = 0x10; // offset 16 * 8 bytes
+        let p = parse(LinkType::RawIp, &pkt).unwrap();
+        assert_eq!(
+            p.fragment,
+            Some(Fragment {
+                offset: 16,
+                more: true
+            })
+        );
+        assert!(matches!(p.transport, Transport::Fragment));
+    }
+
+    #[test]
+    fn ipv6_with_hop_by_hop_then_udp() {
+        let mut pkt = vec![0x60, 0, 0, 0, 0, 16, 0 /* hop-by-hop */, 64];
+        pkt.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        pkt.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        pkt.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]); // hop-by-hop: next UDP, PadN
+        pkt.extend_from_slice(&[0x30, 0x39, 0, 53, 0, 8, 0, 0]); // UDP 12345 -> 53
+        let p = parse(LinkType::RawIp, &pkt).unwrap();
+        assert_eq!(p.src.to_string(), "2001:db8::1");
+        assert_eq!(p.proto, proto::UDP);
+        assert!(matches!(
+            p.transport,
+            Transport::Udp {
+                sport: 12345,
+                dport: 53
+            }
+        ));
+    }
+}
