@@ -1,5 +1,6 @@
 //! The decision engine: bytes, metadata and time in; a verdict and events out. No I/O.
 
+pub mod analysis;
 pub mod meta;
 pub mod patterns;
 pub mod seq;
