@@ -4,3 +4,6 @@ pub mod analysis;
 pub mod meta;
 pub mod patterns;
 pub mod seq;
+pub mod reason;
+pub mod tracker;
+pub mod flow;
