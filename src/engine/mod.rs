@@ -2,4 +2,6 @@
 
 pub mod meta;
 pub mod patterns;
+pub mod policy;
+pub mod rate;
 pub mod seq;

@@ -168,7 +168,9 @@ impl FromIterator<Pattern> for Patterns {
 
 impl fmt::Debug for Patterns {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.iter().map(Pattern::name)).finish()
+        f.debug_set()
+            .entries(self.iter().map(Pattern::name))
+            .finish()
     }
 }
 
