@@ -5,6 +5,7 @@
 //! patterns it saw; it never reads a clock, a socket or a file. Two thin front ends
 //! move bytes into it: the live NFQUEUE loop and the offline capture replay.
 
+pub mod config;
 pub mod engine;
 pub mod replay;
 pub mod wire;

@@ -3,6 +3,8 @@
 pub mod analysis;
 pub mod meta;
 pub mod patterns;
+pub mod policy;
+pub mod rate;
 pub mod seq;
 pub mod reason;
 pub mod tracker;
