@@ -138,6 +138,11 @@ impl Patterns {
         self.0 == 0
     }
 
+    /// A set from raw bits (bit i is `Pattern::ALL[i]`); unknown bits are dropped.
+    pub fn from_bits(bits: u16) -> Patterns {
+        Patterns(bits & ((1 << Pattern::ALL.len()) - 1))
+    }
+
     /// The raw bits (bit i is `Pattern::ALL[i]`).
     pub fn bits(self) -> u16 {
         self.0

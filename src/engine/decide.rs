@@ -1,0 +1,500 @@
+//! The engine proper: [`Engine::decide`] turns one packet into one [`Decision`].
+
+use crate::config::Config;
+use crate::engine::analysis::{SegmentInfo, Side};
+use crate::engine::flow::{FlowKey, FlowTable, Lookup, Timeouts};
+use crate::engine::meta::{CtHint, CtState, PacketMeta};
+use crate::engine::patterns::{Pattern, Patterns};
+use crate::engine::peers::PeerTable;
+use crate::engine::policy::{Action, Mode, Policy, PolicyOutcome, RuleId, RuleInput, ServiceId};
+use crate::engine::reason::{Class, Reason, REASON_KINDS};
+use crate::engine::tracker::{self, Segment};
+use crate::wire::tcp_options::TcpOptions;
+use crate::wire::{self, ParseError, Transport};
+use core::net::IpAddr;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// What the engine decided for one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hand the packet back to the kernel.
+    Accept,
+    /// Discard it.
+    Drop,
+}
+
+impl Verdict {
+    /// `accept` or `drop`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Accept => "accept",
+            Verdict::Drop => "drop",
+        }
+    }
+}
+
+/// The addresses and ports of a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuple {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// Source port (0 without ports).
+    pub sport: u16,
+    /// Destination port (0 without ports).
+    pub dport: u16,
+    /// IP protocol number.
+    pub proto: u8,
+}
+
+/// The engine's answer for one packet. Copy, no heap: the verdict path never allocates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The verdict to give the kernel.
+    pub verdict: Verdict,
+    /// Why, when it is not a plain accept.
+    pub reason: Option<Reason>,
+    /// True in log-only mode when enforce mode would have dropped the packet.
+    pub would_drop: bool,
+    /// The mode that applied.
+    pub mode: Mode,
+    /// Retransmission patterns (Wireshark's names).
+    pub patterns: Patterns,
+    /// The conntrack state used for the rules (given, or derived).
+    pub ct_state: CtState,
+    /// Addresses and ports, when the packet was IP.
+    pub tuple: Option<Tuple>,
+    /// The service the packet belongs to.
+    pub service: Option<ServiceId>,
+    /// The rule that decided, if one did.
+    pub rule: Option<RuleId>,
+    /// A `log` rule that matched on the way.
+    pub logged_rule: Option<RuleId>,
+    /// Mark to set on the packet, if a rule asks for one.
+    pub mark: Option<u32>,
+    /// The flow's initiator: the peer the patterns are counted against.
+    pub peer: Option<IpAddr>,
+}
+
+impl Decision {
+    /// Returns true if and only if the decision deserves an event: any reason, a
+    /// would-drop, or a matching `log` rule.
+    pub fn is_notable(&self) -> bool {
+        self.reason.is_some() || self.would_drop || self.logged_rule.is_some()
+    }
+}
+
+/// Counters since start. Relaxed atomics: they are statistics, not synchronisation.
+pub struct Counters {
+    /// Packets judged.
+    pub packets: AtomicU64,
+    /// Accept verdicts.
+    pub accepted: AtomicU64,
+    /// Drop verdicts.
+    pub dropped: AtomicU64,
+    /// Log-only accepts that enforce mode would have dropped.
+    pub would_drop: AtomicU64,
+    /// Verdicts by reason, indexed by [`Reason::index`].
+    pub by_reason: [AtomicU64; REASON_KINDS],
+    /// Packets by pattern, indexed like [`Pattern::ALL`].
+    pub by_pattern: [AtomicU64; Pattern::ALL.len()],
+}
+
+impl Counters {
+    fn new() -> Counters {
+        Counters {
+            packets: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            would_drop: AtomicU64::new(0),
+            by_reason: core::array::from_fn(|_| AtomicU64::new(0)),
+            by_pattern: core::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// Counts a verdict given outside the engine (load shedding, internal error).
+    pub fn count_external(&self, verdict: Verdict, reason: Reason) {
+        self.packets.fetch_add(1, Ordering::Relaxed);
+        match verdict {
+            Verdict::Accept => self.accepted.fetch_add(1, Ordering::Relaxed),
+            Verdict::Drop => self.dropped.fetch_add(1, Ordering::Relaxed),
+        };
+        self.by_reason[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The decision engine. Shared by reference between the threads of a front end.
+pub struct Engine {
+    policy: Policy,
+    flows: FlowTable,
+    peers: PeerTable,
+    counters: Counters,
+}
+
+/// What tracking concluded for one packet.
+struct Tracked {
+    ct: CtState,
+    reason: Option<Reason>,
+    patterns: Patterns,
+    peer: Option<IpAddr>,
+}
+
+impl Engine {
+    /// An engine for this configuration.
+    pub fn new(config: &Config) -> Engine {
+        let t = &config.engine.timeouts;
+        let s = |secs: u32| u64::from(secs) * 1_000_000_000;
+        let timeouts = Timeouts {
+            syn_ns: s(t.syn),
+            established_ns: s(t.established),
+            closing_ns: s(t.closing),
+            closed_ns: s(t.closed),
+            udp_ns: s(t.udp),
+            other_ns: s(t.other),
+        };
+        Engine {
+            policy: Policy::compile(config),
+            flows: FlowTable::new(config.engine.max_flows as usize, timeouts),
+            peers: PeerTable::new(config.engine.max_peers as usize),
+            counters: Counters::new(),
+        }
+    }
+
+    /// The compiled rules.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The flow table.
+    pub fn flows(&self) -> &FlowTable {
+        &self.flows
+    }
+
+    /// The per-peer aggregates.
+    pub fn peers(&self) -> &PeerTable {
+        &self.peers
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Expires idle flows as of `now_ns`; front ends call this about once a second.
+    pub fn expire(&self, now_ns: u64) -> usize {
+        self.flows.expire(now_ns)
+    }
+
+    /// Judges one packet. `now_ns` is the packet's time (capture timestamp in replay,
+    /// arrival time live); the engine never reads a clock.
+    pub fn decide(&self, now_ns: u64, meta: &PacketMeta<'_>, bytes: &[u8]) -> Decision {
+        let d = self.judge(now_ns, meta, bytes);
+        self.count(&d, now_ns);
+        d
+    }
+
+    fn judge(&self, now_ns: u64, meta: &PacketMeta<'_>, bytes: &[u8]) -> Decision {
+        let default_mode = self.policy.default_mode();
+        let given_ct = match meta.ct {
+            CtHint::Given(s) => s,
+            CtHint::Auto => CtState::New,
+        };
+        let mut d = Decision {
+            verdict: Verdict::Accept,
+            reason: None,
+            would_drop: false,
+            mode: default_mode,
+            patterns: Patterns::EMPTY,
+            ct_state: given_ct,
+            tuple: None,
+            service: None,
+            rule: None,
+            logged_rule: None,
+            mark: None,
+            peer: None,
+        };
+        let pkt = match wire::parse(meta.link, bytes) {
+            Ok(p) => p,
+            Err(ParseError::NotIp(_)) => {
+                d.reason = Some(Reason::NotIp);
+                return d;
+            }
+            Err(e) => {
+                d.ct_state = CtState::Invalid;
+                return self.finish(d, Some(Reason::Malformed(e)), None);
+            }
+        };
+        let (sport, dport, tcp_flags) = match pkt.transport {
+            Transport::Tcp(ref t) => (Some(t.sport), Some(t.dport), Some(t.flags)),
+            Transport::Udp { sport, dport } => (Some(sport), Some(dport), None),
+            _ => (None, None, None),
+        };
+        d.tuple = Some(Tuple {
+            src: pkt.src,
+            dst: pkt.dst,
+            sport: sport.unwrap_or(0),
+            dport: dport.unwrap_or(0),
+            proto: pkt.proto,
+        });
+
+        let tracked = match pkt.transport {
+            Transport::Tcp(ref seg) => self.track_tcp(now_ns, meta.ct, &pkt, seg),
+            Transport::Udp { sport, dport } => self.track_udp(now_ns, meta.ct, &pkt, sport, dport),
+            Transport::Fragment => Tracked {
+                ct: given_ct,
+                reason: Some(Reason::Fragment),
+                patterns: Patterns::EMPTY,
+                peer: None,
+            },
+            _ => Tracked {
+                ct: given_ct,
+                reason: None,
+                patterns: Patterns::EMPTY,
+                peer: None,
+            },
+        };
+        d.ct_state = tracked.ct;
+        d.patterns = tracked.patterns;
+        d.peer = tracked.peer;
+
+        let input = RuleInput {
+            proto: pkt.proto,
+            src: pkt.src,
+            dst: pkt.dst,
+            sport,
+            dport,
+            tcp_flags,
+            ct_state: tracked.ct,
+            in_iface: meta.in_iface,
+            ip_len: pkt.ip_len,
+        };
+        let outcome = self.policy.evaluate(now_ns, &input);
+        self.finish(d, tracked.reason, Some(outcome))
+    }
+
+    /// Combines the tracker's reason and the policy's outcome under the mode.
+    ///
+    /// Hostile packets are dropped whatever the rules say (a rule that accepts a
+    /// service does not accept forged resets into it); then the rules decide; benign
+    /// reasons ride along with an accept so the event explains the packet.
+    fn finish(
+        &self,
+        mut d: Decision,
+        tcp_reason: Option<Reason>,
+        outcome: Option<PolicyOutcome>,
+    ) -> Decision {
+        if let Some(o) = outcome {
+            d.service = o.service;
+            d.mode = o.mode;
+            d.rule = o.rule;
+            d.logged_rule = o.logged;
+            d.mark = o.mark;
+        }
+        let (verdict, reason) = match (tcp_reason, outcome) {
+            (Some(r), _) if r.class() == Class::Hostile => (Verdict::Drop, Some(r)),
+            (r, Some(o)) if o.action == Action::Drop => (
+                Verdict::Drop,
+                if o.rule.is_some() {
+                    Some(Reason::RuleDrop)
+                } else {
+                    Some(Reason::ServiceDefaultDrop)
+                }
+                .or(r),
+            ),
+            (r, _) => (Verdict::Accept, r),
+        };
+        d.reason = reason;
+        d.verdict = verdict;
+        if verdict == Verdict::Drop && d.mode == Mode::LogOnly {
+            d.verdict = Verdict::Accept;
+            d.would_drop = true;
+        }
+        d
+    }
+
+    fn track_tcp(
+        &self,
+        now_ns: u64,
+        hint: CtHint,
+        pkt: &wire::Packet<'_>,
+        seg: &wire::TcpSegment<'_>,
+    ) -> Tracked {
+        let no_options = TcpOptions::default();
+        let options = seg.options.as_ref().unwrap_or(&no_options);
+        let (key, sender_is_low) = FlowKey::new(pkt.src, seg.sport, pkt.dst, seg.dport, pkt.proto);
+        let info = SegmentInfo {
+            ts_ns: now_ns,
+            seq: seg.seq,
+            ack: seg.ack,
+            payload_len: seg.payload_len,
+            flags: seg.flags,
+            window: seg.window,
+            window_scale: options.window_scale,
+        };
+        let options_error = seg.options.err().map(Reason::MalformedOptions);
+        let result = self.flows.with_flow(key, sender_is_low, now_ns, |flow, lookup| {
+            let side = flow.side(sender_is_low);
+            let patterns = flow.analysis.on_segment(
+                if side == 0 { Side::First } else { Side::Second },
+                &info,
+            );
+            let verdict = match options_error {
+                Some(r) => tracker::Verdict {
+                    reason: Some(r),
+                    reopened: false,
+                },
+                None => flow.tcp.on_segment(&Segment {
+                    from: side,
+                    seq: seg.seq,
+                    ack: seg.ack,
+                    flags: seg.flags,
+                    window: seg.window,
+                    payload_len: seg.payload_len,
+                    options,
+                }),
+            };
+            if verdict.reopened {
+                flow.first_is_low = sender_is_low;
+                flow.first_ns = now_ns;
+            }
+            flow.last_ns = now_ns;
+            flow.packets = flow.packets.saturating_add(1);
+            if !patterns.is_empty() {
+                flow.troubled = flow.troubled.saturating_add(1);
+                flow.patterns = Patterns::from_bits(flow.patterns.bits() | patterns.bits());
+            }
+            match verdict.reason.map(|r| r.class()) {
+                Some(Class::Hostile) => flow.hostile = flow.hostile.saturating_add(1),
+                Some(_) => flow.benign = flow.benign.saturating_add(1),
+                None => {}
+            }
+            let initiator = if flow.first_is_low == sender_is_low {
+                pkt.src
+            } else {
+                pkt.dst
+            };
+            let new = lookup == Lookup::Created || verdict.reopened;
+            (verdict.reason, patterns, new, initiator)
+        });
+        let Some((reason, patterns, new, initiator)) = result else {
+            // No room for the flow: judge what can be judged without state.
+            let reason = if !tracker::flags_are_valid(seg.flags) {
+                Some(Reason::ImpossibleFlags(seg.flags))
+            } else {
+                options_error.or(Some(Reason::FlowTableFull))
+            };
+            return Tracked {
+                ct: match hint {
+                    CtHint::Given(s) => s,
+                    CtHint::Auto => CtState::New,
+                },
+                reason,
+                patterns: Patterns::EMPTY,
+                peer: Some(pkt.src),
+            };
+        };
+        let ct = match hint {
+            CtHint::Given(s) => s,
+            CtHint::Auto if reason.is_some() => CtState::Invalid,
+            CtHint::Auto if new => CtState::New,
+            CtHint::Auto => CtState::Established,
+        };
+        // The kernel doubted a packet the liberal tracker finds fine: name the benign
+        // pattern that explains the difference, so the log says why it was let through.
+        let reason = match (reason, ct) {
+            (None, CtState::Invalid) => Some(if patterns.contains(Pattern::KeepAlive) {
+                Reason::KeepAlive
+            } else if patterns.contains(Pattern::ZeroWindowProbe) {
+                Reason::ZeroWindowProbe
+            } else if patterns.contains(Pattern::SpuriousRetransmission) {
+                Reason::RetransmittedAckedData
+            } else {
+                Reason::ConntrackOnlyInvalid
+            }),
+            (r, _) => r,
+        };
+        Tracked {
+            ct,
+            reason,
+            patterns,
+            peer: Some(initiator),
+        }
+    }
+
+    fn track_udp(
+        &self,
+        now_ns: u64,
+        hint: CtHint,
+        pkt: &wire::Packet<'_>,
+        sport: u16,
+        dport: u16,
+    ) -> Tracked {
+        let (key, sender_is_low) = FlowKey::new(pkt.src, sport, pkt.dst, dport, pkt.proto);
+        let seen = self.flows.with_flow(key, sender_is_low, now_ns, |flow, lookup| {
+            flow.last_ns = now_ns;
+            flow.packets = flow.packets.saturating_add(1);
+            if flow.side(sender_is_low) == 1 {
+                flow.replied = true;
+            }
+            lookup == Lookup::Created || !flow.replied
+        });
+        let ct = match (hint, seen) {
+            (CtHint::Given(s), _) => s,
+            // Conntrack calls UDP NEW until it sees a reply.
+            (CtHint::Auto, Some(true) | None) => CtState::New,
+            (CtHint::Auto, Some(false)) => CtState::Established,
+        };
+        Tracked {
+            ct,
+            reason: if seen.is_none() {
+                Some(Reason::FlowTableFull)
+            } else {
+                None
+            },
+            patterns: Patterns::EMPTY,
+            peer: None,
+        }
+    }
+
+    fn count(&self, d: &Decision, now_ns: u64) {
+        let c = &self.counters;
+        c.packets.fetch_add(1, Ordering::Relaxed);
+        match d.verdict {
+            Verdict::Accept => c.accepted.fetch_add(1, Ordering::Relaxed),
+            Verdict::Drop => c.dropped.fetch_add(1, Ordering::Relaxed),
+        };
+        if d.would_drop {
+            c.would_drop.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(r) = d.reason {
+            c.by_reason[r.index()].fetch_add(1, Ordering::Relaxed);
+        }
+        if d.patterns.is_empty() && d.reason.is_none() {
+            return;
+        }
+        for p in d.patterns.iter() {
+            c.by_pattern[p as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(peer) = d.peer {
+            let class = d.reason.map(|r| r.class());
+            let displaced = matches!(
+                d.reason,
+                Some(Reason::SackDisplaced { .. })
+            );
+            self.peers.update(peer, now_ns, |s| {
+                for p in d.patterns.iter() {
+                    s.patterns[p as usize] = s.patterns[p as usize].saturating_add(1);
+                }
+                match class {
+                    Some(Class::Hostile) => s.hostile = s.hostile.saturating_add(1),
+                    Some(Class::Benign) => s.benign = s.benign.saturating_add(1),
+                    _ => {}
+                }
+                if displaced {
+                    s.sack_displaced = s.sack_displaced.saturating_add(1);
+                }
+            });
+        }
+    }
+}

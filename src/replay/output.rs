@@ -1,0 +1,216 @@
+//! Replay output: one JSON object per packet (the stable contract documented in the
+//! README), and the human summary.
+
+use crate::engine::patterns::Pattern;
+use crate::engine::policy::Policy;
+use crate::engine::reason::Reason;
+use crate::engine::Engine;
+use crate::replay::{FrameOutcome, ReplaySummary};
+use crate::wire::proto;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+/// Appends one per-packet JSON line (with its newline) to `out`.
+///
+/// Fields: `frame`, `ts`, `src`, `dst`, `sport`, `dport`, `proto`, `verdict`,
+/// `reason`, `analysis` (the contract), then `would_drop`, `mode`, `ct_state`,
+/// `service`, `rule`, `detail` and, for SACK displacement, `offset`.
+pub fn packet_json(out: &mut String, o: &FrameOutcome, policy: &Policy) {
+    let d = &o.decision;
+    let _ = write!(
+        out,
+        "{{\"frame\":{},\"ts\":{}.{:09}",
+        o.frame,
+        o.ts_ns / 1_000_000_000,
+        o.ts_ns % 1_000_000_000
+    );
+    match d.tuple {
+        Some(t) => {
+            let _ = write!(out, ",\"src\":\"{}\",\"dst\":\"{}\"", t.src, t.dst);
+            if matches!(t.proto, proto::TCP | proto::UDP) {
+                let _ = write!(out, ",\"sport\":{},\"dport\":{}", t.sport, t.dport);
+            } else {
+                out.push_str(",\"sport\":null,\"dport\":null");
+            }
+            match proto::name(t.proto) {
+                Some(n) => {
+                    let _ = write!(out, ",\"proto\":\"{n}\"");
+                }
+                None => {
+                    let _ = write!(out, ",\"proto\":\"{}\"", t.proto);
+                }
+            }
+        }
+        None => out.push_str(",\"src\":null,\"dst\":null,\"sport\":null,\"dport\":null,\"proto\":null"),
+    }
+    let _ = write!(out, ",\"verdict\":\"{}\"", d.verdict.name());
+    match d.reason {
+        Some(r) => {
+            let _ = write!(out, ",\"reason\":\"{}\"", r.name());
+        }
+        None => out.push_str(",\"reason\":null"),
+    }
+    out.push_str(",\"analysis\":[");
+    for (i, p) in d.patterns.contract_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "\"{}\"", p.name());
+    }
+    let _ = write!(
+        out,
+        "],\"would_drop\":{},\"mode\":\"{}\",\"ct_state\":\"{}\"",
+        d.would_drop,
+        d.mode.name(),
+        d.ct_state.name()
+    );
+    match d.service.and_then(|s| policy.get_service(s)) {
+        Some(s) => {
+            out.push_str(",\"service\":");
+            json_string(out, s.name());
+        }
+        None => out.push_str(",\"service\":null"),
+    }
+    match (d.service, d.rule.or(d.logged_rule)) {
+        (Some(s), Some(r)) => {
+            out.push_str(",\"rule\":");
+            json_string(out, policy.rule_name(s, r));
+        }
+        _ => out.push_str(",\"rule\":null"),
+    }
+    match d.reason {
+        Some(r) => {
+            out.push_str(",\"detail\":");
+            json_string(out, &r.to_string());
+        }
+        None => out.push_str(",\"detail\":null"),
+    }
+    if let Some(offset) = d.reason.and_then(|r| r.offset_estimate()) {
+        let _ = write!(out, ",\"offset\":{offset}");
+    }
+    out.push_str("}\n");
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Peers shown in the summary.
+const TOP_PEERS: usize = 10;
+
+/// Writes the human summary of a replay.
+pub fn write_summary(w: &mut dyn Write, s: &ReplaySummary, engine: &Engine) -> io::Result<()> {
+    writeln!(w, "frames:    {}", s.frames)?;
+    writeln!(w, "flows:     {}", s.flows)?;
+    writeln!(
+        w,
+        "verdicts:  {} accept, {} drop, {} would-drop (log-only)",
+        s.accepted, s.dropped, s.would_drop
+    )?;
+    if let Some(t) = &s.truncated {
+        writeln!(w, "capture:   {t}; frames before it were replayed")?;
+    }
+    writeln!(w)?;
+    writeln!(w, "reasons:")?;
+    if s.reasons.is_empty() {
+        writeln!(w, "  (none: every packet was a plain accept)")?;
+    }
+    let mut reasons: Vec<_> = s.reasons.iter().collect();
+    reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for ((name, verdict), n) in reasons {
+        writeln!(w, "  {n:>9}  {name} ({verdict})")?;
+    }
+    writeln!(w)?;
+    writeln!(w, "retransmission patterns:")?;
+    let counters = engine.counters();
+    let mut any = false;
+    for p in Pattern::ALL {
+        let n = counters.by_pattern[p as usize].load(std::sync::atomic::Ordering::Relaxed);
+        if n > 0 {
+            any = true;
+            writeln!(w, "  {n:>9}  {}", p.name())?;
+        }
+    }
+    if !any {
+        writeln!(w, "  (none)")?;
+    }
+    writeln!(w)?;
+    writeln!(w, "peers with the most trouble (flow initiators):")?;
+    let peers = engine.peers().snapshot();
+    if peers.is_empty() {
+        writeln!(w, "  (none)")?;
+    }
+    for (addr, p) in peers.iter().take(TOP_PEERS) {
+        let mut kinds: Vec<(u32, &str)> = Pattern::CONTRACT
+            .iter()
+            .map(|pat| (p.patterns[*pat as usize], pat.name()))
+            .filter(|(n, _)| *n > 0)
+            .collect();
+        kinds.sort_by(|a, b| b.0.cmp(&a.0));
+        let kinds: Vec<String> = kinds.iter().map(|(n, k)| format!("{k} {n}")).collect();
+        writeln!(
+            w,
+            "  {addr}: {} flagged, {} benign doubtful, {} hostile; {}",
+            p.trouble(),
+            p.benign,
+            p.hostile,
+            if kinds.is_empty() {
+                "no retransmission patterns".to_string()
+            } else {
+                kinds.join(", ")
+            }
+        )?;
+    }
+    writeln!(w)?;
+    writeln!(w, "sequence-randomizing middlebox suspected (SACK displaced by a constant offset):")?;
+    if s.middleboxes.is_empty() {
+        writeln!(w, "  (none)")?;
+    }
+    for m in &s.middleboxes {
+        let r = Reason::SackDisplaced {
+            offset_low: m.offset_low,
+            offset_high: m.offset_high,
+        };
+        writeln!(
+            w,
+            "  {}:{} -> {}:{}: offset ~{} (consistent range {}..={}), {} packets from frame {}",
+            m.sack_sender.0,
+            m.sack_sender.1,
+            m.data_sender.0,
+            m.data_sender.1,
+            r.offset_estimate().unwrap_or(0),
+            m.offset_low,
+            m.offset_high,
+            m.packets,
+            m.first_frame
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut s = String::new();
+        json_string(&mut s, "a\"b\\c\nd\u{1}");
+        assert_eq!(s, r#""a\"b\\c\nd\u0001""#);
+    }
+}
