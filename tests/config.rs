@@ -246,6 +246,11 @@ fn wrong_type() {
          a table"
     );
     assert_eq!(
+        error(&web("[service.rule]\nname = \"a\"\n")),
+        "rules/x.toml:4:1: service[0].rule: expected an array of tables such as \
+         [[service.rule]], found a table"
+    );
+    assert_eq!(
         error(&web("mode = \"enforcing\"\n")),
         "rules/x.toml:4:8: service[0].mode: expected \"enforce\" or \"log-only\", found \
          \"enforcing\""

@@ -104,6 +104,9 @@ pub struct PolicyOutcome {
     pub mark: Option<u32>,
 }
 
+/// Ids are `u16`; compile never builds more entries than they can number.
+const MAX_IDS: usize = u16::MAX as usize;
+
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
 const PROTO_ICMP: u8 = 1;
@@ -336,12 +339,15 @@ pub struct Policy {
 
 impl Policy {
     /// Compiles a validated config. Cannot fail: [`Config`] loading already checked
-    /// everything, including that ids fit in `u16`.
+    /// everything, including that ids fit in `u16`. (A hand-built `Config` with more
+    /// than 65535 services, or rules in one service, has the excess ignored, so that
+    /// ids never wrap.)
     pub fn compile(config: &Config) -> Policy {
         let mut params = Vec::new();
         let services = config
             .services
             .iter()
+            .take(MAX_IDS)
             .map(|s| compile_service(s, config.daemon.mode, &mut params))
             .collect();
         Policy {
@@ -455,6 +461,7 @@ fn compile_service(
     let rules = s
         .rules
         .iter()
+        .take(MAX_IDS)
         .map(|r| {
             let slot = r.rate.map(|rate| {
                 params.push(BucketParams::from_limit(rate));
