@@ -70,7 +70,8 @@ const EXP_SECONDS: &str = "a number of seconds from 1 to 4294967295";
 const EXP_BOOL: &str = "true or false";
 const EXP_LOG: &str = "\"stdout\", \"stderr\" or a file path";
 const EXP_TABLE: &str = "a table";
-const EXP_TABLES: &str = "an array of tables such as [[service]]";
+const EXP_SERVICES: &str = "an array of tables such as [[service]]";
+const EXP_RULES: &str = "an array of tables such as [[service.rule]]";
 const EXP_NAME: &str = "a name of 1 to 32 letters, digits, \"-\", \"_\" or \".\"";
 const EXP_PROTOCOL: &str = "\"tcp\", \"udp\", \"icmp\" or \"any\"";
 const EXP_PORT: &str = "a port from 0 to 65535 or a range such as \"8000-8080\"";
@@ -242,7 +243,7 @@ impl<'a> Node<'a> {
     }
 
     /// `[[x]]` tables or an array of inline tables.
-    fn tables(&self, cx: &Cx) -> Result<Vec<Tab<'a>>> {
+    fn tables(&self, cx: &Cx, expected: &'static str) -> Result<Vec<Tab<'a>>> {
         let nodes: Vec<Node<'a>> = match (self.raw, self.value()) {
             (Raw::Item(Item::ArrayOfTables(a)), _) => a
                 .iter()
@@ -254,7 +255,7 @@ impl<'a> Node<'a> {
                 })
                 .collect(),
             (_, Some(Value::Array(_))) => self.list(),
-            _ => return Err(self.expected(cx, EXP_TABLES)),
+            _ => return Err(self.expected(cx, expected)),
         };
         nodes.iter().map(|n| n.table(cx)).collect()
     }
@@ -346,7 +347,7 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Config> {
         engine(&cx, &n.table(&cx)?, &mut config.engine)?;
     }
     if let Some(n) = root.get("service") {
-        let tables = n.tables(&cx)?;
+        let tables = n.tables(&cx, EXP_SERVICES)?;
         let mut seen: Vec<(String, usize)> = Vec::new();
         for (i, t) in tables.iter().enumerate() {
             if i >= MAX_IDS {
@@ -631,7 +632,7 @@ fn service<'a>(cx: &Cx, t: &Tab<'a>) -> Result<(Service, Node<'a>)> {
     }
     if let Some(n) = t.get("rule") {
         let mut seen = Vec::new();
-        for (i, rt) in n.tables(cx)?.iter().enumerate() {
+        for (i, rt) in n.tables(cx, EXP_RULES)?.iter().enumerate() {
             if i >= MAX_IDS {
                 return Err(cx.invalid(
                     &rt.span,

@@ -104,6 +104,9 @@ pub struct PolicyOutcome {
     pub mark: Option<u32>,
 }
 
+/// Ids are `u16`; compile never builds more entries than they can number.
+const MAX_IDS: usize = u16::MAX as usize;
+
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
 const PROTO_ICMP: u8 = 1;
@@ -336,12 +339,15 @@ pub struct Policy {
 
 impl Policy {
     /// Compiles a validated config. Cannot fail: [`Config`] loading already checked
-    /// everything, including that ids fit in `u16`.
+    /// everything, including that ids fit in `u16`. (A hand-built `Config` with more
+    /// than 65535 services, or rules in one service, has the excess ignored, so that
+    /// ids never wrap.)
     pub fn compile(config: &Config) -> Policy {
         let mut params = Vec::new();
         let services = config
             .services
             .iter()
+            .take(MAX_IDS)
             .map(|s| compile_service(s, config.daemon.mode, &mut params))
             .collect();
         Policy {
@@ -455,6 +461,7 @@ fn compile_service(
     let rules = s
         .rules
         .iter()
+        .take(MAX_IDS)
         .map(|r| {
             let slot = r.rate.map(|rate| {
                 params.push(BucketParams::from_limit(rate));
@@ -474,5 +481,672 @@ fn compile_service(
         ports: s.ports.clone(),
         addresses: AddrSet::new(&s.addresses),
         rules,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    const SEC: u64 = 1_000_000_000;
+
+    fn policy(toml: &str) -> Policy {
+        match Config::from_toml_str(toml, "test.toml") {
+            Ok(c) => Policy::compile(&c),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A TCP SYN from 198.51.100.1:40000 to 192.0.2.10:80 on eth0, ctstate NEW.
+    const TEMPL: RuleInput<'static> = RuleInput {
+        proto: 6,
+        src: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)),
+        dst: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
+        sport: Some(40000),
+        dport: Some(80),
+        tcp_flags: Some(SYN),
+        ct_state: CtState::New,
+        in_iface: Some("eth0"),
+        ip_len: 60,
+    };
+
+    fn v6(s: &str) -> IpAddr {
+        IpAddr::V6(s.parse::<Ipv6Addr>().unwrap())
+    }
+
+    /// One enforce-mode tcp service "web" with default `default` and the given rules.
+    fn web(default: &str, rules: &str) -> Policy {
+        policy(&format!(
+            "[daemon]\nmode = \"enforce\"\n[[service]]\nname = \"web\"\nprotocol = \"tcp\"\n\
+             default = \"{default}\"\n{rules}"
+        ))
+    }
+
+    /// The terminating rule's name, or "default".
+    fn decided_by(p: &Policy, input: &RuleInput) -> String {
+        let o = p.evaluate(0, input);
+        match o.rule {
+            Some(r) => p.rule_name(o.service.unwrap(), r).to_string(),
+            None => "default".to_string(),
+        }
+    }
+
+    fn rule(name: &str, action: &str, cond: &str) -> String {
+        format!("[[service.rule]]\nname = \"{name}\"\naction = \"{action}\"\n{cond}\n")
+    }
+
+    #[test]
+    fn no_service_accepts_in_default_mode() {
+        let p = policy("[[service]]\nname = \"dns\"\nprotocol = \"udp\"\ndefault = \"drop\"\n");
+        let o = p.evaluate(0, &TEMPL);
+        assert_eq!(
+            o,
+            PolicyOutcome {
+                service: None,
+                mode: Mode::LogOnly,
+                action: Action::Accept,
+                rule: None,
+                logged: None,
+                mark: None
+            }
+        );
+    }
+
+    #[test]
+    fn service_default_applies_when_no_rule_matches() {
+        let p = web("drop", &rule("other", "accept", "destination_ports = [22]"));
+        let o = p.evaluate(0, &TEMPL);
+        assert_eq!(o.service, Some(ServiceId(0)));
+        assert_eq!(
+            (o.action, o.rule, o.mode),
+            (Action::Drop, None, Mode::Enforce)
+        );
+    }
+
+    #[test]
+    fn first_service_match_wins_by_protocol_port_and_address() {
+        let p = policy(
+            "[[service]]\nname = \"dns\"\nprotocol = \"udp\"\n\
+             [[service]]\nname = \"ssh\"\nprotocol = \"tcp\"\nports = [22]\n\
+             [[service]]\nname = \"other-host\"\nprotocol = \"tcp\"\naddresses = [\"192.0.2.99/32\"]\n\
+             [[service]]\nname = \"web\"\nprotocol = \"tcp\"\nports = [80, \"8000-8080\"]\n\
+             [[service]]\nname = \"web-too\"\nprotocol = \"tcp\"\n\
+             [[service]]\nname = \"icmp\"\nprotocol = \"icmp\"\n\
+             [[service]]\nname = \"rest\"\nprotocol = \"any\"\n",
+        );
+        let svc = |i: &RuleInput| {
+            p.evaluate(0, i)
+                .service
+                .map(|s| p.service(s).name().to_string())
+        };
+        assert_eq!(svc(&TEMPL).as_deref(), Some("web"));
+        assert_eq!(
+            svc(&RuleInput {
+                dport: Some(8080),
+                ..TEMPL
+            })
+            .as_deref(),
+            Some("web")
+        );
+        assert_eq!(
+            svc(&RuleInput {
+                dport: Some(8081),
+                ..TEMPL
+            })
+            .as_deref(),
+            Some("web-too")
+        );
+        assert_eq!(
+            svc(&RuleInput {
+                dport: Some(22),
+                ..TEMPL
+            })
+            .as_deref(),
+            Some("ssh")
+        );
+        assert_eq!(
+            svc(&RuleInput { proto: 17, ..TEMPL }).as_deref(),
+            Some("dns")
+        );
+        let icmp = RuleInput {
+            proto: 1,
+            sport: None,
+            dport: None,
+            tcp_flags: None,
+            ..TEMPL
+        };
+        assert_eq!(svc(&icmp).as_deref(), Some("icmp"));
+        let icmp6 = RuleInput {
+            proto: 58,
+            src: v6("2001:db8::1"),
+            dst: v6("2001:db8::2"),
+            ..icmp
+        };
+        assert_eq!(svc(&icmp6).as_deref(), Some("icmp"));
+        assert_eq!(
+            svc(&RuleInput { proto: 47, ..icmp }).as_deref(),
+            Some("rest")
+        );
+        // A TCP packet without a port (later fragment) cannot match a port list.
+        assert_eq!(
+            svc(&RuleInput {
+                dport: None,
+                ..TEMPL
+            })
+            .as_deref(),
+            Some("web-too")
+        );
+    }
+
+    #[test]
+    fn first_rule_match_wins() {
+        let p = web(
+            "accept",
+            &(rule("a", "drop", "destination_ports = [80]")
+                + &rule("b", "accept", "destination_ports = [80]")),
+        );
+        let o = p.evaluate(0, &TEMPL);
+        assert_eq!((o.action, o.rule), (Action::Drop, Some(RuleId(0))));
+        assert_eq!(p.rule_name(ServiceId(0), RuleId(0)), "a");
+    }
+
+    #[test]
+    fn log_rules_record_the_first_and_continue() {
+        let p = web(
+            "drop",
+            &(rule("l1", "log", "")
+                + &rule("l2", "log", "")
+                + &rule("ok", "accept", "ct_state = [\"new\"]")),
+        );
+        let o = p.evaluate(0, &TEMPL);
+        assert_eq!(
+            (o.action, o.rule, o.logged),
+            (Action::Accept, Some(RuleId(2)), Some(RuleId(0)))
+        );
+        // A log rule still shows when the default decides.
+        let o = p.evaluate(
+            0,
+            &RuleInput {
+                ct_state: CtState::Invalid,
+                ..TEMPL
+            },
+        );
+        assert_eq!(
+            (o.action, o.rule, o.logged),
+            (Action::Drop, None, Some(RuleId(0)))
+        );
+    }
+
+    #[test]
+    fn mode_override_and_inheritance() {
+        let p = policy(
+            "[daemon]\nmode = \"enforce\"\n\
+             [[service]]\nname = \"a\"\nprotocol = \"tcp\"\nports = [80]\nmode = \"log-only\"\n\
+             [[service]]\nname = \"b\"\nprotocol = \"tcp\"\n",
+        );
+        assert_eq!(p.default_mode(), Mode::Enforce);
+        assert_eq!(p.evaluate(0, &TEMPL).mode, Mode::LogOnly);
+        assert_eq!(
+            p.evaluate(
+                0,
+                &RuleInput {
+                    dport: Some(81),
+                    ..TEMPL
+                }
+            )
+            .mode,
+            Mode::Enforce
+        );
+        assert_eq!(p.service(ServiceId(0)).mode(), Mode::LogOnly);
+        assert_eq!(p.service(ServiceId(1)).mode(), Mode::Enforce);
+    }
+
+    #[test]
+    fn source_and_destination_cidrs_v4_and_v6() {
+        let p = web(
+            "accept",
+            &rule(
+                "r",
+                "drop",
+                "source = [\"198.51.100.0/25\", \"2001:db8:bad::/48\"]\n\
+                 destination = [\"192.0.2.0/24\", \"2001:db8::/64\"]",
+            ),
+        );
+        assert_eq!(decided_by(&p, &TEMPL), "r");
+        let outside = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 128));
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    src: outside,
+                    ..TEMPL
+                }
+            ),
+            "default"
+        );
+        let other_dst = IpAddr::V4(Ipv4Addr::new(192, 0, 3, 10));
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    dst: other_dst,
+                    ..TEMPL
+                }
+            ),
+            "default"
+        );
+        let six = RuleInput {
+            src: v6("2001:db8:bad:ffff::1"),
+            dst: v6("2001:db8::10"),
+            ..TEMPL
+        };
+        assert_eq!(decided_by(&p, &six), "r");
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    src: v6("2001:db8:bae::1"),
+                    ..six
+                }
+            ),
+            "default"
+        );
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    dst: v6("2001:db8:0:1::10"),
+                    ..six
+                }
+            ),
+            "default"
+        );
+        // A v4 source never matches a v6 network, and the other way round.
+        let p6 = web("accept", &rule("r", "drop", "source = [\"::/0\"]"));
+        assert_eq!(decided_by(&p6, &TEMPL), "default");
+        assert_eq!(decided_by(&p6, &six), "r");
+    }
+
+    #[test]
+    fn bare_address_is_a_host() {
+        let p = web("accept", &rule("r", "drop", "source = \"198.51.100.1\""));
+        assert_eq!(decided_by(&p, &TEMPL), "r");
+        let next = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2));
+        assert_eq!(decided_by(&p, &RuleInput { src: next, ..TEMPL }), "default");
+    }
+
+    #[test]
+    fn ports_single_and_ranges() {
+        let p = web(
+            "accept",
+            &rule(
+                "r",
+                "drop",
+                "source_ports = [\"1024-65535\"]\ndestination_ports = [80, \"443\"]",
+            ),
+        );
+        assert_eq!(decided_by(&p, &TEMPL), "r");
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    sport: Some(1024),
+                    ..TEMPL
+                }
+            ),
+            "r"
+        );
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    sport: Some(1023),
+                    ..TEMPL
+                }
+            ),
+            "default"
+        );
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    dport: Some(8080),
+                    ..TEMPL
+                }
+            ),
+            "default"
+        );
+        let p = web(
+            "accept",
+            &rule("r", "drop", "destination_ports = [80, \"443\"]"),
+        );
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    dport: Some(443),
+                    ..TEMPL
+                }
+            ),
+            "r"
+        );
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    dport: Some(444),
+                    ..TEMPL
+                }
+            ),
+            "default"
+        );
+    }
+
+    #[test]
+    fn tcp_flags_set_and_clear() {
+        let p = web(
+            "accept",
+            &rule("syn-only", "drop", "tcp_flags = \"syn,!ack\""),
+        );
+        assert_eq!(decided_by(&p, &TEMPL), "syn-only");
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    tcp_flags: Some(SYN | 0x08),
+                    ..TEMPL
+                }
+            ),
+            "syn-only"
+        );
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    tcp_flags: Some(SYN | ACK),
+                    ..TEMPL
+                }
+            ),
+            "default"
+        );
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    tcp_flags: Some(ACK),
+                    ..TEMPL
+                }
+            ),
+            "default"
+        );
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    tcp_flags: None,
+                    ..TEMPL
+                }
+            ),
+            "default"
+        );
+        let p = web("accept", &rule("no-ack", "drop", "tcp_flags = \"!ack\""));
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    tcp_flags: Some(0),
+                    ..TEMPL
+                }
+            ),
+            "no-ack"
+        );
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    tcp_flags: Some(!ACK),
+                    ..TEMPL
+                }
+            ),
+            "no-ack"
+        );
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    tcp_flags: Some(ACK),
+                    ..TEMPL
+                }
+            ),
+            "default"
+        );
+    }
+
+    #[test]
+    fn ct_state_set() {
+        let p = web(
+            "accept",
+            &rule("r", "drop", "ct_state = [\"invalid\", \"untracked\"]"),
+        );
+        assert_eq!(decided_by(&p, &TEMPL), "default");
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    ct_state: CtState::Invalid,
+                    ..TEMPL
+                }
+            ),
+            "r"
+        );
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    ct_state: CtState::Untracked,
+                    ..TEMPL
+                }
+            ),
+            "r"
+        );
+    }
+
+    #[test]
+    fn interface_exact_and_prefix() {
+        let p = web("accept", &rule("r", "drop", "interface = \"eth0\""));
+        assert_eq!(decided_by(&p, &TEMPL), "r");
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    in_iface: Some("eth01"),
+                    ..TEMPL
+                }
+            ),
+            "default"
+        );
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    in_iface: Some("eth"),
+                    ..TEMPL
+                }
+            ),
+            "default"
+        );
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    in_iface: None,
+                    ..TEMPL
+                }
+            ),
+            "default"
+        );
+        let p = web("accept", &rule("r", "drop", "interface = \"veth+\""));
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    in_iface: Some("veth"),
+                    ..TEMPL
+                }
+            ),
+            "r"
+        );
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    in_iface: Some("veth1a"),
+                    ..TEMPL
+                }
+            ),
+            "r"
+        );
+        assert_eq!(decided_by(&p, &TEMPL), "default");
+        let p = web("accept", &rule("r", "drop", "interface = \"+\""));
+        assert_eq!(decided_by(&p, &TEMPL), "r");
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    in_iface: None,
+                    ..TEMPL
+                }
+            ),
+            "default"
+        );
+    }
+
+    #[test]
+    fn length_range_inclusive() {
+        let p = web("accept", &rule("r", "drop", "length = \"40-60\""));
+        assert_eq!(decided_by(&p, &TEMPL), "r");
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    ip_len: 40,
+                    ..TEMPL
+                }
+            ),
+            "r"
+        );
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    ip_len: 39,
+                    ..TEMPL
+                }
+            ),
+            "default"
+        );
+        assert_eq!(
+            decided_by(
+                &p,
+                &RuleInput {
+                    ip_len: 61,
+                    ..TEMPL
+                }
+            ),
+            "default"
+        );
+    }
+
+    #[test]
+    fn rate_rule_matches_only_over_the_rate_per_source() {
+        let p = web(
+            "accept",
+            &rule("flood", "drop", "rate = \"2/s\"\nburst = 2"),
+        );
+        let at = |t: u64, i: &RuleInput| p.evaluate(t, i).action;
+        assert_eq!(at(0, &TEMPL), Action::Accept);
+        assert_eq!(at(0, &TEMPL), Action::Accept);
+        assert_eq!(
+            at(0, &TEMPL),
+            Action::Drop,
+            "third packet in the same instant"
+        );
+        let other = RuleInput {
+            src: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)),
+            ..TEMPL
+        };
+        assert_eq!(
+            at(0, &other),
+            Action::Accept,
+            "other sources have their own bucket"
+        );
+        assert_eq!(
+            at(SEC / 2, &TEMPL),
+            Action::Accept,
+            "one token back after 1/rate"
+        );
+        assert_eq!(at(SEC / 2, &TEMPL), Action::Drop);
+    }
+
+    #[test]
+    fn rate_spends_tokens_only_when_other_conditions_hold() {
+        let p = web(
+            "accept",
+            &rule("flood", "drop", "rate = \"1/s\"\nct_state = [\"invalid\"]"),
+        );
+        for _ in 0..10 {
+            assert_eq!(p.evaluate(0, &TEMPL).action, Action::Accept);
+        }
+        let inv = RuleInput {
+            ct_state: CtState::Invalid,
+            ..TEMPL
+        };
+        assert_eq!(
+            p.evaluate(0, &inv).action,
+            Action::Accept,
+            "bucket still full"
+        );
+        assert_eq!(p.evaluate(0, &inv).action, Action::Drop);
+    }
+
+    #[test]
+    fn mark_comes_from_the_terminating_rule_only() {
+        let p = web(
+            "accept",
+            &(rule("l", "log", "mark = 7") + &rule("a", "accept", "mark = 16")),
+        );
+        let o = p.evaluate(0, &TEMPL);
+        assert_eq!(
+            (o.mark, o.logged, o.rule),
+            (Some(16), Some(RuleId(0)), Some(RuleId(1)))
+        );
+        let p = web("drop", &rule("l", "log", "mark = 7"));
+        assert_eq!(p.evaluate(0, &TEMPL).mark, None);
+    }
+
+    #[test]
+    fn builtin_default_policy() {
+        let p = Policy::compile(&Config::builtin_default());
+        let o = p.evaluate(0, &TEMPL);
+        assert_eq!(o.service, Some(ServiceId(0)));
+        assert_eq!(
+            (o.mode, o.action, o.rule),
+            (Mode::LogOnly, Action::Accept, None)
+        );
+        let s = p.service(ServiceId(0));
+        assert_eq!(s.name(), "all-tcp");
+        assert_eq!(s.queue_states(), &[CtState::Invalid, CtState::New]);
+        assert!(!s.sack_repair() && !s.stateless());
+        assert_eq!(p.rule_name(ServiceId(0), RuleId(0)), "?");
+        assert!(p.get_service(ServiceId(1)).is_none());
+    }
+
+    #[test]
+    fn policy_is_shareable_across_threads() {
+        fn assert_sync<T: Send + Sync>() {}
+        assert_sync::<Policy>();
     }
 }

@@ -373,4 +373,24 @@ mod tests {
         }
         assert_eq!(l.stats().untracked, 3);
     }
+
+    #[test]
+    fn bound_is_strict_under_concurrent_inserts() {
+        let l = limiter(1, RatePeriod::Second, 1, 100);
+        std::thread::scope(|scope| {
+            for t in 0..8u8 {
+                let l = &l;
+                scope.spawn(move || {
+                    for i in 0..=255u8 {
+                        let src = IpAddr::V4(Ipv4Addr::new(10, t, i, 1));
+                        l.over_rate(0, src, 0);
+                    }
+                });
+            }
+        });
+        let s = l.stats();
+        assert_eq!(s.tracked, 100);
+        assert_eq!(l.buckets.len(), 100);
+        assert_eq!(s.untracked, 8 * 256 - 100);
+    }
 }
