@@ -105,9 +105,8 @@ struct Flow {
     /// The raw window of this sender's last segment; `u32::MAX` = none yet, so that no
     /// 16-bit window ever equals it.
     window: u32,
-    /// Duplicate ACKs in a row; -1 after an "ACKed unseen segment" report, so that the
-    /// next one is not reported again while this sender repeats the same ACK.
-    dupacknum: i16,
+    /// Duplicate ACKs in a row, or [`AFTER_ACK_LOST`] (see there).
+    dupacknum: u16,
     /// The analysis flags of this sender's last segment (keep-alive and zero-window
     /// probe ACKs look at them).
     last_flags: Patterns,
@@ -141,6 +140,13 @@ impl Flow {
         self.nextseq.0 != 0
     }
 }
+
+/// `dupacknum` of a sender whose peer just ACKed data that was never captured and
+/// that has not changed its own ACK since. Wireshark stores -1 in its unsigned counter
+/// here: it keeps the next "ACKed unseen segment" quiet while the hole persists, and, as
+/// a side effect tshark shows, it also counts as "two or more duplicate ACKs" for the
+/// fast-retransmission test.
+const AFTER_ACK_LOST: u16 = u16::MAX;
 
 /// Out-of-order threshold used until the handshake gives a first RTT (Wireshark: 3 ms).
 const DEFAULT_OOO_THRESHOLD_NS: u64 = 3_000_000;
@@ -182,13 +188,21 @@ impl StreamAnalysis {
         let mut found = Patterns::EMPTY;
         let fwd = side as usize;
 
-        // A SYN whose sequence number differs from the ISN already recorded for this
-        // sender opens a new connection on the same ports: start from scratch. A SYN
-        // with the same ISN is a retransmitted SYN and is analysed as such.
         let fl = seg.flags & (SYN | ACK);
-        if fl == SYN && self.flows[fwd].base_seq_set && seg.seq != self.flows[fwd].base_seq {
-            *self = StreamAnalysis::new();
-            found.insert(Pattern::ReusedPorts);
+        if fl == SYN && self.flows[fwd].base_seq_set {
+            if seg.seq != self.flows[fwd].base_seq {
+                // A SYN with a new ISN opens a new connection on the same ports: start
+                // from scratch (both directions, so which side opened it is moot).
+                *self = StreamAnalysis::new();
+                found.insert(Pattern::ReusedPorts);
+            } else {
+                // The same ISN: a retransmitted SYN, analysed as such. A RST in between
+                // may have carried the seq the peer ACKed rather than ours (RFC 793
+                // section 3.4) and moved `nextseq` far ahead; fall back to the end of
+                // the contiguous data (Wireshark issue 17616).
+                let flow = &mut self.flows[fwd];
+                flow.nextseq = flow.maxseqtobeacked;
+            }
         }
         // A SYN/ACK with a new ISN: Wireshark looks for the conversation of the SYN it
         // answers (the same 4-tuple here), adopts the new ISN and flags the reuse.
@@ -299,12 +313,11 @@ impl StreamAnalysis {
             }
             if repeats && window != 0 {
                 let flow = &mut self.flows[fwd];
-                // -1 marks an "ACKed unseen segment" already reported; this duplicate
-                // is then the first of its series.
-                flow.dupacknum = if flow.dupacknum < 0 {
-                    1
-                } else {
-                    flow.dupacknum.saturating_add(1)
+                // After an "ACKed unseen segment" this duplicate is the first of its
+                // series.
+                flow.dupacknum = match flow.dupacknum {
+                    AFTER_ACK_LOST => 1,
+                    n => n.saturating_add(1).min(AFTER_ACK_LOST - 1),
                 };
                 found.insert(Pattern::DuplicateAck);
             }
@@ -316,11 +329,21 @@ impl StreamAnalysis {
         }
 
         // ACKed unseen segment: the ACK covers more than the peer's contiguous data.
-        // Report it once: the peer's bound jumps to the highest seq it sent.
         let r = self.flows[rev];
         if r.maxseqtobeacked.0 != 0 && ack > r.maxseqtobeacked && flags & ACK != 0 {
-            found.insert(Pattern::AckLostSegment);
-            self.flows[rev].maxseqtobeacked = r.nextseq;
+            if r.maxseqtobeacked < r.nextseq {
+                // The peer's data has a hole that this ACK covers: report it once, by
+                // moving the contiguous end past it.
+                self.flows[rev].maxseqtobeacked = r.nextseq;
+                found.insert(Pattern::AckLostSegment);
+            } else {
+                // The ACK runs past everything the peer sent. Report it once per run
+                // of the peer's ACK number, however many ACKs repeat it.
+                if r.dupacknum == 0 {
+                    found.insert(Pattern::AckLostSegment);
+                }
+                self.flows[rev].dupacknum = AFTER_ACK_LOST;
+            }
         }
 
         // Retransmission, fast retransmission, spurious retransmission, out-of-order:
