@@ -27,12 +27,15 @@ use nfqwall::engine::analysis::{tcp_flags, SegmentInfo, Side, StreamAnalysis};
 use nfqwall::engine::patterns::{Pattern, Patterns};
 use nfqwall::engine::seq::SeqNumber;
 
-/// Precision and recall required of every category with at least `MIN_FLAGGED` frames.
-const MIN_PRECISION: f64 = 0.97;
-const MIN_RECALL: f64 = 0.97;
-const MIN_FLAGGED: u64 = 20;
-/// Share of frames whose twelve contract flags all match tshark's.
-const MIN_IDENTICAL: f64 = 0.99;
+/// Precision and recall required of every category (all 15, the three extras too) with
+/// at least `MIN_FLAGGED` frames flagged by tshark. The brief asked for 0.97 on
+/// categories with 20 or more; the replay reaches 1.0 on every category, so that is
+/// the bar.
+const MIN_PRECISION: f64 = 1.0;
+const MIN_RECALL: f64 = 1.0;
+const MIN_FLAGGED: u64 = 1;
+/// Share of frames whose twelve contract flags all match tshark's (brief: 0.99).
+const MIN_IDENTICAL: f64 = 1.0;
 
 /// One CSV row, reduced to what the replay needs.
 struct Row {
@@ -114,10 +117,8 @@ fn parse_rows(path: &Path) -> Vec<Row> {
         col("win_scaled"),
         col("in_icmp_error"),
     );
-    let pattern_cols: Vec<(usize, Pattern)> = Pattern::CONTRACT
-        .iter()
-        .map(|p| (col(p.name()), *p))
-        .collect();
+    let pattern_cols: Vec<(usize, Pattern)> =
+        Pattern::ALL.iter().map(|p| (col(p.name()), *p)).collect();
 
     let mut rows = Vec::new();
     for line in lines {
@@ -208,7 +209,7 @@ type Endpoint = (String, u16);
 #[test]
 fn flags_match_tshark_oracle() {
     let dump = std::env::var_os("ANALYSIS_CSV_DUMP").is_some();
-    let mut scores = [Score::default(); 12];
+    let mut scores = [Score::default(); 15];
     let (mut frames, mut identical) = (0u64, 0u64);
 
     for path in oracle_files() {
@@ -247,16 +248,18 @@ fn flags_match_tshark_oracle() {
             let got = analysis.on_segment(side, &seg);
 
             let mut same = true;
-            for (k, p) in Pattern::CONTRACT.iter().enumerate() {
+            for (k, p) in Pattern::ALL.iter().enumerate() {
+                // Only the twelve contract flags decide whether a frame is identical.
+                let counts = Pattern::CONTRACT.contains(p);
                 match (got.contains(*p), row.expected.contains(*p)) {
                     (true, true) => scores[k].tp += 1,
                     (true, false) => {
                         scores[k].fp += 1;
-                        same = false;
+                        same &= !counts;
                     }
                     (false, true) => {
                         scores[k].fn_ += 1;
-                        same = false;
+                        same &= !counts;
                     }
                     (false, false) => {}
                 }
@@ -265,12 +268,8 @@ fn flags_match_tshark_oracle() {
             if same {
                 file_identical += 1;
             } else if dump {
-                let contract = |s: Patterns| {
-                    s.contract_iter()
-                        .map(Pattern::name)
-                        .collect::<Vec<_>>()
-                        .join("+")
-                };
+                let contract =
+                    |s: Patterns| s.iter().map(Pattern::name).collect::<Vec<_>>().join("+");
                 println!(
                     "  {name} frame {}: tshark [{}] ours [{}]",
                     row.frame,
@@ -290,8 +289,11 @@ fn flags_match_tshark_oracle() {
         "category", "flagged", "tp", "fp", "fn", "precision", "recall"
     );
     let mut failures = Vec::new();
-    for (k, p) in Pattern::CONTRACT.iter().enumerate() {
+    for (k, p) in Pattern::ALL.iter().enumerate() {
         let s = scores[k];
+        if *p == Pattern::WindowUpdate {
+            println!("(returned too, though not in the per-packet contract)");
+        }
         let flagged = s.tp + s.fn_;
         println!(
             "{:<24} {:>7} {:>6} {:>6} {:>6} {:>9.4} {:>7.4}",

@@ -14,7 +14,8 @@
 //!   flight; the flags need it only in one corner (after 10 000 unacknowledged
 //!   segments Wireshark stops adding SYN/FIN's phantom byte to `nextseq`).
 //! - Sequence numbers are always compared in serial (wrapping) order through
-//!   [`SeqNumber`]; Wireshark compares `maxseqtobeacked > nextseq` as plain integers.
+//!   [`SeqNumber`]; Wireshark compares a few (the ACKed-unseen test's contiguous end
+//!   against the highest seq) as plain integers, which differs only across 2^32.
 //! - Like Wireshark, a `nextseq`/`maxseqtobeacked`/`lastack` of raw 0 means "not seen
 //!   yet"; a stream that really sits at sequence 0 is misread exactly as tshark does.
 //!
@@ -105,9 +106,8 @@ struct Flow {
     /// The raw window of this sender's last segment; `u32::MAX` = none yet, so that no
     /// 16-bit window ever equals it.
     window: u32,
-    /// Duplicate ACKs in a row; -1 after an "ACKed unseen segment" report, so that the
-    /// next one is not reported again while this sender repeats the same ACK.
-    dupacknum: i16,
+    /// Duplicate ACKs in a row, or [`AFTER_ACK_LOST`] (see there).
+    dupacknum: u16,
     /// The analysis flags of this sender's last segment (keep-alive and zero-window
     /// probe ACKs look at them).
     last_flags: Patterns,
@@ -141,6 +141,13 @@ impl Flow {
         self.nextseq.0 != 0
     }
 }
+
+/// `dupacknum` of a sender whose peer just ACKed data that was never captured and
+/// that has not changed its own ACK since. Wireshark stores -1 in its unsigned counter
+/// here: it keeps the next "ACKed unseen segment" quiet while the hole persists, and, as
+/// a side effect tshark shows, it also counts as "two or more duplicate ACKs" for the
+/// fast-retransmission test.
+const AFTER_ACK_LOST: u16 = u16::MAX;
 
 /// Out-of-order threshold used until the handshake gives a first RTT (Wireshark: 3 ms).
 const DEFAULT_OOO_THRESHOLD_NS: u64 = 3_000_000;
@@ -182,13 +189,21 @@ impl StreamAnalysis {
         let mut found = Patterns::EMPTY;
         let fwd = side as usize;
 
-        // A SYN whose sequence number differs from the ISN already recorded for this
-        // sender opens a new connection on the same ports: start from scratch. A SYN
-        // with the same ISN is a retransmitted SYN and is analysed as such.
         let fl = seg.flags & (SYN | ACK);
-        if fl == SYN && self.flows[fwd].base_seq_set && seg.seq != self.flows[fwd].base_seq {
-            *self = StreamAnalysis::new();
-            found.insert(Pattern::ReusedPorts);
+        if fl == SYN && self.flows[fwd].base_seq_set {
+            if seg.seq != self.flows[fwd].base_seq {
+                // A SYN with a new ISN opens a new connection on the same ports: start
+                // from scratch (both directions, so which side opened it is moot).
+                *self = StreamAnalysis::new();
+                found.insert(Pattern::ReusedPorts);
+            } else {
+                // The same ISN: a retransmitted SYN, analysed as such. A RST in between
+                // may have carried the seq the peer ACKed rather than ours (RFC 793
+                // section 3.4) and moved `nextseq` far ahead; fall back to the end of
+                // the contiguous data (Wireshark issue 17616).
+                let flow = &mut self.flows[fwd];
+                flow.nextseq = flow.maxseqtobeacked;
+            }
         }
         // A SYN/ACK with a new ISN: Wireshark looks for the conversation of the SYN it
         // answers (the same 4-tuple here), adopts the new ISN and flags the reuse.
@@ -236,7 +251,8 @@ impl StreamAnalysis {
 
         'fwd: {
             // Zero window probe: one byte at the next expected seq into a zero window.
-            // Nothing else about the segment is judged.
+            // The other sender-side checks are skipped; the ACK and retransmission
+            // checks below still run.
             if seglen == 1 && seq == f.nextseq && r.window == 0 {
                 found.insert(Pattern::ZeroWindowProbe);
                 break 'fwd;
@@ -299,12 +315,11 @@ impl StreamAnalysis {
             }
             if repeats && window != 0 {
                 let flow = &mut self.flows[fwd];
-                // -1 marks an "ACKed unseen segment" already reported; this duplicate
-                // is then the first of its series.
-                flow.dupacknum = if flow.dupacknum < 0 {
-                    1
-                } else {
-                    flow.dupacknum.saturating_add(1)
+                // After an "ACKed unseen segment" this duplicate is the first of its
+                // series.
+                flow.dupacknum = match flow.dupacknum {
+                    AFTER_ACK_LOST => 1,
+                    n => n.saturating_add(1).min(AFTER_ACK_LOST - 1),
                 };
                 found.insert(Pattern::DuplicateAck);
             }
@@ -316,11 +331,21 @@ impl StreamAnalysis {
         }
 
         // ACKed unseen segment: the ACK covers more than the peer's contiguous data.
-        // Report it once: the peer's bound jumps to the highest seq it sent.
         let r = self.flows[rev];
         if r.maxseqtobeacked.0 != 0 && ack > r.maxseqtobeacked && flags & ACK != 0 {
-            found.insert(Pattern::AckLostSegment);
-            self.flows[rev].maxseqtobeacked = r.nextseq;
+            if r.maxseqtobeacked < r.nextseq {
+                // The peer's data has a hole that this ACK covers: report it once, by
+                // moving the contiguous end past it.
+                self.flows[rev].maxseqtobeacked = r.nextseq;
+                found.insert(Pattern::AckLostSegment);
+            } else {
+                // The ACK runs past everything the peer sent. Report it once per run
+                // of the peer's ACK number, however many ACKs repeat it.
+                if r.dupacknum == 0 {
+                    found.insert(Pattern::AckLostSegment);
+                }
+                self.flows[rev].dupacknum = AFTER_ACK_LOST;
+            }
         }
 
         // Retransmission, fast retransmission, spurious retransmission, out-of-order:
@@ -353,8 +378,9 @@ impl StreamAnalysis {
                 && r.lastack == seq
                 && since_peer_ack < FAST_RETRANSMISSION_WINDOW_NS
             {
-                // The peer asked for exactly this seq with two or more duplicate ACKs,
-                // and this came within 20 ms of the last one.
+                // The peer asked for exactly this seq with two or more duplicate ACKs
+                // (or is in the `AFTER_ACK_LOST` state, see there), and this came
+                // within 20 ms of its last segment.
                 found.insert(Pattern::FastRetransmission);
             } else if not_advanced && since_advance < ooo_threshold && f.nextseq != end + phantom {
                 // Older than the highest seq but arriving within about one RTT of it,
@@ -422,9 +448,328 @@ impl StreamAnalysis {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tcp_flags::PSH;
+    use Pattern::*;
+
+    const C: Side = Side::First;
+    const S: Side = Side::Second;
+    /// Client and server initial sequence numbers of the default connection.
+    const C_ISN: u32 = 1000;
+    const S_ISN: u32 = 5000;
+    /// An arbitrary capture start, in ns since the epoch.
+    const T0: u64 = 1_700_000_000_000_000_000;
+    const MS: u64 = 1_000_000;
+
+    /// A pure ACK at T0; scenarios override what matters with `..TEMPL`.
+    const TEMPL: SegmentInfo = SegmentInfo {
+        ts_ns: T0,
+        seq: SeqNumber(0),
+        ack: SeqNumber(0),
+        payload_len: 0,
+        flags: ACK,
+        window: 1000,
+        window_scale: None,
+    };
+
+    fn at(ms: u64) -> u64 {
+        T0 + ms * MS
+    }
+
+    /// `send!(analysis, side @ ms, { fields } => [flags])` sends one segment `ms`
+    /// milliseconds after T0 and asserts the exact set of flags it gets.
+    macro_rules! send {
+        ($a:expr, $side:ident @ $ms:expr, { $($field:ident : $value:expr),* $(,)? } => [$($p:expr),* $(,)?]) => {{
+            let seg = SegmentInfo { ts_ns: at($ms), $($field: $value,)* ..TEMPL };
+            let got = $a.on_segment($side, &seg);
+            let want: Patterns = [$($p),*].into_iter().collect();
+            assert_eq!(got, want, "segment {:?}", seg);
+        }};
+    }
+
+    /// A connection after a three-way handshake at 0, 10 and 20 ms (first RTT 20 ms),
+    /// without window scaling. Client next seq is C_ISN + 1, server's S_ISN + 1.
+    fn established_at(c_isn: u32, s_isn: u32) -> StreamAnalysis {
+        let mut a = StreamAnalysis::new();
+        let (c, s) = (SeqNumber(c_isn), SeqNumber(s_isn));
+        send!(a, C @ 0, { seq: c, flags: SYN } => []);
+        send!(a, S @ 10, { seq: s, ack: c + 1, flags: SYN | ACK } => []);
+        send!(a, C @ 20, { seq: c + 1, ack: s + 1 } => []);
+        a
+    }
+
+    fn established() -> StreamAnalysis {
+        established_at(C_ISN, S_ISN)
+    }
+
+    fn c_seq(offset: u32) -> SeqNumber {
+        SeqNumber(C_ISN) + 1 + offset
+    }
+
+    fn s_seq(offset: u32) -> SeqNumber {
+        SeqNumber(S_ISN) + 1 + offset
+    }
 
     #[test]
     fn state_fits_the_flow_entry_budget() {
         assert!(core::mem::size_of::<StreamAnalysis>() <= 128);
+    }
+
+    #[test]
+    fn handshake_then_data_then_retransmission() {
+        let mut a = established();
+        send!(a, C @ 30, { seq: c_seq(0), ack: s_seq(0), payload_len: 100, flags: ACK | PSH } => []);
+        send!(a, S @ 40, { seq: s_seq(0), ack: c_seq(100) } => []);
+        send!(a, C @ 50, { seq: c_seq(100), ack: s_seq(0), payload_len: 100 } => []);
+        // No ACK for it; resent after an RTO, far beyond the 20 ms reordering window.
+        send!(a, C @ 300, { seq: c_seq(100), ack: s_seq(0), payload_len: 100 } => [Retransmission]);
+        // The ACK for it is an ordinary ACK.
+        send!(a, S @ 310, { seq: s_seq(0), ack: c_seq(200) } => []);
+    }
+
+    #[test]
+    fn retransmitted_syn_is_a_retransmission_not_a_new_connection() {
+        let mut a = StreamAnalysis::new();
+        send!(a, C @ 0, { seq: SeqNumber(C_ISN), flags: SYN } => []);
+        send!(a, C @ 1000, { seq: SeqNumber(C_ISN), flags: SYN } => [Retransmission]);
+        send!(a, S @ 1010, { seq: SeqNumber(S_ISN), ack: c_seq(0), flags: SYN | ACK } => []);
+        send!(a, S @ 2010, { seq: SeqNumber(S_ISN), ack: c_seq(0), flags: SYN | ACK } => [Retransmission]);
+    }
+
+    #[test]
+    fn three_duplicate_acks_then_fast_retransmission() {
+        let mut a = established();
+        for i in 0..4 {
+            send!(a, C @ 30 + u64::from(i), { seq: c_seq(100 * i), ack: s_seq(0), payload_len: 100 } => []);
+        }
+        // The receiver missed the second segment: one ACK, then a duplicate for each
+        // later segment.
+        send!(a, S @ 50, { seq: s_seq(0), ack: c_seq(100) } => []);
+        send!(a, S @ 51, { seq: s_seq(0), ack: c_seq(100) } => [DuplicateAck]);
+        send!(a, S @ 52, { seq: s_seq(0), ack: c_seq(100) } => [DuplicateAck]);
+        send!(a, S @ 53, { seq: s_seq(0), ack: c_seq(100) } => [DuplicateAck]);
+        // Within 20 ms of the last duplicate, the requested segment again.
+        send!(a, C @ 55, { seq: c_seq(100), ack: s_seq(0), payload_len: 100 } => [Retransmission, FastRetransmission]);
+    }
+
+    #[test]
+    fn one_duplicate_ack_is_not_enough_for_fast_retransmission() {
+        let mut a = established();
+        for i in 0..3 {
+            send!(a, C @ 30 + u64::from(i), { seq: c_seq(100 * i), ack: s_seq(0), payload_len: 100 } => []);
+        }
+        send!(a, S @ 50, { seq: s_seq(0), ack: c_seq(100) } => []);
+        send!(a, S @ 51, { seq: s_seq(0), ack: c_seq(100) } => [DuplicateAck]);
+        send!(a, C @ 55, { seq: c_seq(100), ack: s_seq(0), payload_len: 100 } => [Retransmission]);
+    }
+
+    #[test]
+    fn zero_window_then_probe_then_reopening() {
+        let mut a = established();
+        send!(a, C @ 30, { seq: c_seq(0), ack: s_seq(0), payload_len: 100 } => []);
+        send!(a, S @ 40, { seq: s_seq(0), ack: c_seq(100), window: 0 } => [ZeroWindow]);
+        // One byte at the next seq into the closed window; it does not advance nextseq.
+        send!(a, C @ 240, { seq: c_seq(100), ack: s_seq(0), payload_len: 1 } => [ZeroWindowProbe]);
+        send!(a, S @ 250, { seq: s_seq(0), ack: c_seq(100), window: 0 } => [ZeroWindow, ZeroWindowProbeAck]);
+        send!(a, C @ 650, { seq: c_seq(100), ack: s_seq(0), payload_len: 1 } => [ZeroWindowProbe]);
+        send!(a, S @ 700, { seq: s_seq(0), ack: c_seq(100), window: 1000 } => [WindowUpdate]);
+        send!(a, C @ 710, { seq: c_seq(100), ack: s_seq(0), payload_len: 100 } => []);
+    }
+
+    #[test]
+    fn keep_alive_and_its_ack() {
+        let mut a = established();
+        send!(a, C @ 30, { seq: c_seq(0), ack: s_seq(0), payload_len: 100 } => []);
+        send!(a, S @ 40, { seq: s_seq(0), ack: c_seq(100) } => []);
+        // Idle, then one byte below the next seq, without data (Linux) ...
+        send!(a, C @ 60_000, { seq: c_seq(99), ack: s_seq(0) } => [KeepAlive]);
+        send!(a, S @ 60_010, { seq: s_seq(0), ack: c_seq(100) } => [KeepAliveAck]);
+        // ... or with one garbage byte (Windows): still not a retransmission.
+        send!(a, C @ 120_000, { seq: c_seq(99), ack: s_seq(0), payload_len: 1 } => [KeepAlive]);
+        send!(a, S @ 120_010, { seq: s_seq(0), ack: c_seq(100) } => [KeepAliveAck]);
+    }
+
+    #[test]
+    fn spurious_retransmission_of_acknowledged_data() {
+        let mut a = established();
+        send!(a, C @ 30, { seq: c_seq(0), ack: s_seq(0), payload_len: 100 } => []);
+        send!(a, S @ 40, { seq: s_seq(0), ack: c_seq(100) } => []);
+        // The sender missed the ACK and resends what the receiver already has.
+        send!(a, C @ 300, { seq: c_seq(0), ack: s_seq(0), payload_len: 100 } => [Retransmission, SpuriousRetransmission]);
+    }
+
+    #[test]
+    fn out_of_order_within_the_first_rtt() {
+        let mut a = established();
+        send!(a, C @ 30, { seq: c_seq(0), ack: s_seq(0), payload_len: 100 } => []);
+        send!(a, C @ 31, { seq: c_seq(200), ack: s_seq(0), payload_len: 100 } => [LostSegment]);
+        // The gap arrives 1 ms later, well within the 20 ms handshake RTT.
+        send!(a, C @ 32, { seq: c_seq(100), ack: s_seq(0), payload_len: 100 } => [OutOfOrder]);
+        // The same gap-filler arriving later than one RTT is a retransmission instead.
+        send!(a, C @ 100, { seq: c_seq(100), ack: s_seq(0), payload_len: 100 } => [Retransmission]);
+    }
+
+    #[test]
+    fn lost_segment_then_ack_of_the_unseen_data() {
+        let mut a = established();
+        send!(a, C @ 30, { seq: c_seq(0), ack: s_seq(0), payload_len: 100 } => []);
+        // c_seq(100)..c_seq(200) was not captured.
+        send!(a, C @ 31, { seq: c_seq(200), ack: s_seq(0), payload_len: 100 } => [LostSegment]);
+        // The receiver got it: its ACK covers the hole, reported once.
+        send!(a, S @ 50, { seq: s_seq(0), ack: c_seq(300) } => [AckLostSegment]);
+        send!(a, S @ 51, { seq: s_seq(0), ack: c_seq(300) } => [DuplicateAck]);
+    }
+
+    #[test]
+    fn ack_beyond_all_data_sent_is_reported_once_per_ack_run() {
+        let mut a = established();
+        send!(a, C @ 30, { seq: c_seq(0), ack: s_seq(0), payload_len: 100 } => []);
+        // c_seq(100)..c_seq(200) was sent but not captured, and nothing after it.
+        send!(a, S @ 50, { seq: s_seq(0), ack: c_seq(200) } => [AckLostSegment]);
+        send!(a, S @ 60, { seq: s_seq(0), ack: c_seq(300) } => []);
+        // Until the client moves its own ACK, Wireshark's dupack counter for it sits
+        // at -1 (unsigned), which qualifies the server's next retransmission as fast
+        // (tshark 4.0.17 does this on zeek's reassembly.pcap, frames 8 to 12).
+        send!(a, S @ 70, { seq: s_seq(0), ack: c_seq(300), payload_len: 50 } => []);
+        // The client's own copy of the hole, already ACKed: spurious, though it
+        // does not move the client's ACK.
+        send!(a, C @ 72, { seq: c_seq(100), ack: s_seq(0), payload_len: 100 } => [Retransmission, SpuriousRetransmission]);
+        send!(a, S @ 75, { seq: s_seq(0), ack: c_seq(300), payload_len: 50 } => [Retransmission, FastRetransmission]);
+    }
+
+    #[test]
+    fn sequence_numbers_wrapping_past_2_pow_32() {
+        let c_isn = u32::MAX - 150;
+        let c = |offset: u32| SeqNumber(c_isn) + 1 + offset;
+        let mut a = established_at(c_isn, S_ISN);
+        send!(a, C @ 30, { seq: c(0), ack: s_seq(0), payload_len: 100 } => []);
+        // This segment straddles 2^32: it starts at 2^32 - 50 and ends at 50.
+        send!(a, C @ 31, { seq: c(100), ack: s_seq(0), payload_len: 100 } => []);
+        assert_eq!(c(200), SeqNumber(50));
+        send!(a, S @ 50, { seq: s_seq(0), ack: c(100) } => []);
+        send!(a, C @ 300, { seq: c(100), ack: s_seq(0), payload_len: 100 } => [Retransmission]);
+        send!(a, C @ 301, { seq: c(300), ack: s_seq(0), payload_len: 100 } => [LostSegment]);
+        send!(a, S @ 310, { seq: s_seq(0), ack: c(400) } => [AckLostSegment]);
+        send!(a, C @ 600, { seq: c(0), ack: s_seq(0), payload_len: 100 } => [Retransmission, SpuriousRetransmission]);
+    }
+
+    #[test]
+    fn window_full_at_the_scaled_right_edge() {
+        let mut a = StreamAnalysis::new();
+        let (c, s) = (SeqNumber(C_ISN), SeqNumber(S_ISN));
+        send!(a, C @ 0, { seq: c, flags: SYN, window: 64240, window_scale: Some(2) } => []);
+        send!(a, S @ 10, { seq: s, ack: c + 1, flags: SYN | ACK, window: 300, window_scale: Some(2) } => []);
+        // Until the server's first pure ACK its window is not scaled: 300 bytes.
+        send!(a, C @ 20, { seq: c_seq(0), ack: s_seq(0), payload_len: 300 } => [WindowFull]);
+        // 250 << 2 = 1000 bytes from the ACK.
+        send!(a, S @ 30, { seq: s_seq(0), ack: c_seq(300), window: 250 } => []);
+        send!(a, C @ 40, { seq: c_seq(300), ack: s_seq(0), payload_len: 500 } => []);
+        send!(a, C @ 41, { seq: c_seq(800), ack: s_seq(0), payload_len: 500 } => [WindowFull]);
+    }
+
+    #[test]
+    fn window_full_needs_known_scaling() {
+        // Mid-stream pickup: no SYN seen, so the peer's scale is unknown.
+        let mut a = StreamAnalysis::new();
+        send!(a, S @ 0, { seq: s_seq(0), ack: c_seq(0), window: 100 } => []);
+        send!(a, C @ 1, { seq: c_seq(0), ack: s_seq(0), payload_len: 100 } => []);
+    }
+
+    #[test]
+    fn reused_port_syn_starts_a_new_connection() {
+        let mut a = established();
+        send!(a, C @ 30, { seq: c_seq(0), ack: s_seq(0), payload_len: 100 } => []);
+        send!(a, C @ 40, { seq: c_seq(100), ack: s_seq(0), flags: FIN | ACK } => []);
+        send!(a, S @ 50, { seq: s_seq(0), ack: c_seq(101), flags: FIN | ACK } => []);
+        send!(a, C @ 60, { seq: c_seq(101), ack: s_seq(1) } => []);
+        // Same ports, new ISN: a new connection whose state starts afresh, so its
+        // sequence numbers far below the old ones are not retransmissions.
+        let (c2, s2) = (SeqNumber(7), SeqNumber(90_000));
+        send!(a, C @ 5000, { seq: c2, flags: SYN } => [ReusedPorts]);
+        send!(a, S @ 5010, { seq: s2, ack: c2 + 1, flags: SYN | ACK } => []);
+        send!(a, C @ 5020, { seq: c2 + 1, ack: s2 + 1 } => []);
+        send!(a, C @ 5030, { seq: c2 + 1, ack: s2 + 1, payload_len: 10 } => []);
+    }
+
+    #[test]
+    fn reused_port_syn_from_the_other_end() {
+        let mut a = established();
+        send!(a, C @ 30, { seq: c_seq(0), ack: s_seq(0), flags: RST } => []);
+        // The former server now connects out from its port to the former client's.
+        let (s2, c2) = (SeqNumber(123), SeqNumber(456));
+        send!(a, S @ 100, { seq: s2, flags: SYN } => [ReusedPorts]);
+        send!(a, C @ 110, { seq: c2, ack: s2 + 1, flags: SYN | ACK } => []);
+        send!(a, S @ 120, { seq: s2 + 1, ack: c2 + 1 } => []);
+        send!(a, S @ 130, { seq: s2 + 1, ack: c2 + 1, payload_len: 10 } => []);
+        send!(a, S @ 500, { seq: s2 + 1, ack: c2 + 1, payload_len: 10 } => [Retransmission]);
+    }
+
+    #[test]
+    fn syn_retransmission_after_rst_carrying_the_peers_ack() {
+        // RFC 793 section 3.4: the RST answering an unacceptable ACK takes its seq
+        // from that ACK, which says nothing about our own stream (Wireshark #17616).
+        let mut a = StreamAnalysis::new();
+        let c = SeqNumber(C_ISN);
+        send!(a, C @ 0, { seq: c, flags: SYN } => []);
+        send!(a, S @ 10, { seq: SeqNumber(S_ISN), ack: SeqNumber(900_000) } => [AckLostSegment]);
+        send!(a, C @ 11, { seq: SeqNumber(900_000), flags: RST } => []);
+        send!(a, C @ 3000, { seq: c, flags: SYN } => [Retransmission]);
+        send!(a, S @ 3010, { seq: SeqNumber(S_ISN), ack: c + 1, flags: SYN | ACK } => [ReusedPorts]);
+        send!(a, C @ 3020, { seq: c + 1, ack: SeqNumber(S_ISN) + 1 } => []);
+        send!(a, C @ 3021, { seq: c + 1, ack: SeqNumber(S_ISN) + 1, payload_len: 10 } => []);
+    }
+
+    #[test]
+    fn fast_and_spurious_imply_retransmission() {
+        let mut a = established();
+        send!(a, C @ 30, { seq: c_seq(0), ack: s_seq(0), payload_len: 100 } => []);
+        let got = a.on_segment(
+            S,
+            &SegmentInfo {
+                ts_ns: at(40),
+                seq: s_seq(0),
+                ack: c_seq(100),
+                ..TEMPL
+            },
+        );
+        assert!(got.is_empty());
+        let got = a.on_segment(
+            C,
+            &SegmentInfo {
+                ts_ns: at(400),
+                seq: c_seq(0),
+                ack: s_seq(0),
+                payload_len: 100,
+                ..TEMPL
+            },
+        );
+        assert!(got.contains(SpuriousRetransmission) && got.contains(Retransmission));
+    }
+
+    proptest::proptest! {
+        /// Arbitrary segments in arbitrary order from both ends never panic.
+        #[test]
+        fn never_panics_on_arbitrary_segments(
+            segs in proptest::collection::vec(
+                (proptest::bool::ANY, proptest::num::u64::ANY, proptest::num::u32::ANY,
+                 proptest::num::u32::ANY, proptest::num::u32::ANY, proptest::num::u8::ANY,
+                 proptest::num::u16::ANY, proptest::option::of(proptest::num::u8::ANY)),
+                0..64,
+            )
+        ) {
+            let mut a = StreamAnalysis::new();
+            for (second, ts_ns, seq, ack, payload_len, flags, window, window_scale) in segs {
+                let side = if second { S } else { C };
+                let seg = SegmentInfo {
+                    ts_ns,
+                    seq: SeqNumber(seq),
+                    ack: SeqNumber(ack),
+                    payload_len,
+                    flags,
+                    window,
+                    window_scale,
+                };
+                let _ = a.on_segment(side, &seg);
+            }
+        }
     }
 }
