@@ -154,15 +154,20 @@ fn replay_cmd(args: ReplayArgs) -> Result<()> {
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut line = String::with_capacity(512);
     let mut write_err = None;
-    let summary = replay::replay(&engine, BufReader::with_capacity(1 << 16, file), args.ct_state.hint(), |o| {
-        if args.per_packet && write_err.is_none() {
-            line.clear();
-            output::packet_json(&mut line, o, engine.policy());
-            if let Err(e) = out.write_all(line.as_bytes()) {
-                write_err = Some(e);
+    let summary = replay::replay(
+        &engine,
+        BufReader::with_capacity(1 << 16, file),
+        args.ct_state.hint(),
+        |o| {
+            if args.per_packet && write_err.is_none() {
+                line.clear();
+                output::packet_json(&mut line, o, engine.policy());
+                if let Err(e) = out.write_all(line.as_bytes()) {
+                    write_err = Some(e);
+                }
             }
-        }
-    })
+        },
+    )
     .with_context(|| format!("cannot replay {}", args.file.display()))?;
     if let Some(e) = write_err {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -175,6 +180,12 @@ fn replay_cmd(args: ReplayArgs) -> Result<()> {
     } else if let Some(t) = &summary.truncated {
         eprintln!("nfqwall: {}: {t}", args.file.display());
     }
-    out.flush().or_else(|e| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e) })?;
+    out.flush().or_else(|e| {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    })?;
     Ok(())
 }

@@ -302,7 +302,7 @@ impl Config {
                 max_peers: 65_536,
                 max_rate_sources: 65_536,
                 timeouts: Timeouts {
-                    syn: 30,
+                    syn: 120,
                     established: 7200,
                     closing: 60,
                     closed: 10,

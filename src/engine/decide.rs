@@ -214,7 +214,12 @@ impl Engine {
             mark: None,
             peer: None,
         };
-        let pkt = match wire::parse(meta.link, bytes) {
+        let wire_len = if meta.wire_len == 0 {
+            bytes.len() as u32
+        } else {
+            meta.wire_len
+        };
+        let pkt = match wire::parse(meta.link, bytes, wire_len) {
             Ok(p) => p,
             Err(ParseError::NotIp(_)) => {
                 d.reason = Some(Reason::NotIp);
@@ -333,50 +338,51 @@ impl Engine {
             window_scale: options.window_scale,
         };
         let options_error = seg.options.err().map(Reason::MalformedOptions);
-        let result = self.flows.with_flow(key, sender_is_low, now_ns, |flow, lookup| {
-            let side = flow.side(sender_is_low);
-            let patterns = flow.analysis.on_segment(
-                if side == 0 { Side::First } else { Side::Second },
-                &info,
-            );
-            let verdict = match options_error {
-                Some(r) => tracker::Verdict {
-                    reason: Some(r),
-                    reopened: false,
-                },
-                None => flow.tcp.on_segment(&Segment {
-                    from: side,
-                    seq: seg.seq,
-                    ack: seg.ack,
-                    flags: seg.flags,
-                    window: seg.window,
-                    payload_len: seg.payload_len,
-                    options,
-                }),
-            };
-            if verdict.reopened {
-                flow.first_is_low = sender_is_low;
-                flow.first_ns = now_ns;
-            }
-            flow.last_ns = now_ns;
-            flow.packets = flow.packets.saturating_add(1);
-            if !patterns.is_empty() {
-                flow.troubled = flow.troubled.saturating_add(1);
-                flow.patterns = Patterns::from_bits(flow.patterns.bits() | patterns.bits());
-            }
-            match verdict.reason.map(|r| r.class()) {
-                Some(Class::Hostile) => flow.hostile = flow.hostile.saturating_add(1),
-                Some(_) => flow.benign = flow.benign.saturating_add(1),
-                None => {}
-            }
-            let initiator = if flow.first_is_low == sender_is_low {
-                pkt.src
-            } else {
-                pkt.dst
-            };
-            let new = lookup == Lookup::Created || verdict.reopened;
-            (verdict.reason, patterns, new, initiator)
-        });
+        let result = self
+            .flows
+            .with_flow(key, sender_is_low, now_ns, |flow, lookup| {
+                let side = flow.side(sender_is_low);
+                let patterns = flow
+                    .analysis
+                    .on_segment(if side == 0 { Side::First } else { Side::Second }, &info);
+                let verdict = match options_error {
+                    Some(r) => tracker::Verdict {
+                        reason: Some(r),
+                        reopened: false,
+                    },
+                    None => flow.tcp.on_segment(&Segment {
+                        from: side,
+                        seq: seg.seq,
+                        ack: seg.ack,
+                        flags: seg.flags,
+                        window: seg.window,
+                        payload_len: seg.payload_len,
+                        options,
+                    }),
+                };
+                if verdict.reopened {
+                    flow.first_is_low = sender_is_low;
+                    flow.first_ns = now_ns;
+                }
+                flow.last_ns = now_ns;
+                flow.packets = flow.packets.saturating_add(1);
+                if !patterns.is_empty() {
+                    flow.troubled = flow.troubled.saturating_add(1);
+                    flow.patterns = Patterns::from_bits(flow.patterns.bits() | patterns.bits());
+                }
+                match verdict.reason.map(|r| r.class()) {
+                    Some(Class::Hostile) => flow.hostile = flow.hostile.saturating_add(1),
+                    Some(_) => flow.benign = flow.benign.saturating_add(1),
+                    None => {}
+                }
+                let initiator = if flow.first_is_low == sender_is_low {
+                    pkt.src
+                } else {
+                    pkt.dst
+                };
+                let new = lookup == Lookup::Created || verdict.reopened;
+                (verdict.reason, patterns, new, initiator)
+            });
         let Some((reason, patterns, new, initiator)) = result else {
             // No room for the flow: judge what can be judged without state.
             let reason = if !tracker::flags_are_valid(seg.flags) {
@@ -431,14 +437,16 @@ impl Engine {
         dport: u16,
     ) -> Tracked {
         let (key, sender_is_low) = FlowKey::new(pkt.src, sport, pkt.dst, dport, pkt.proto);
-        let seen = self.flows.with_flow(key, sender_is_low, now_ns, |flow, lookup| {
-            flow.last_ns = now_ns;
-            flow.packets = flow.packets.saturating_add(1);
-            if flow.side(sender_is_low) == 1 {
-                flow.replied = true;
-            }
-            lookup == Lookup::Created || !flow.replied
-        });
+        let seen = self
+            .flows
+            .with_flow(key, sender_is_low, now_ns, |flow, lookup| {
+                flow.last_ns = now_ns;
+                flow.packets = flow.packets.saturating_add(1);
+                if flow.side(sender_is_low) == 1 {
+                    flow.replied = true;
+                }
+                lookup == Lookup::Created || !flow.replied
+            });
         let ct = match (hint, seen) {
             (CtHint::Given(s), _) => s,
             // Conntrack calls UDP NEW until it sees a reply.
@@ -478,10 +486,7 @@ impl Engine {
         }
         if let Some(peer) = d.peer {
             let class = d.reason.map(|r| r.class());
-            let displaced = matches!(
-                d.reason,
-                Some(Reason::SackDisplaced { .. })
-            );
+            let displaced = matches!(d.reason, Some(Reason::SackDisplaced { .. }));
             self.peers.update(peer, now_ns, |s| {
                 for p in d.patterns.iter() {
                     s.patterns[p as usize] = s.patterns[p as usize].saturating_add(1);

@@ -139,7 +139,7 @@ impl Default for Timeouts {
     fn default() -> Self {
         const S: u64 = 1_000_000_000;
         Timeouts {
-            syn_ns: 30 * S,
+            syn_ns: 120 * S,
             established_ns: 7200 * S,
             closing_ns: 60 * S,
             closed_ns: 10 * S,
@@ -279,7 +279,10 @@ mod tests {
         assert_eq!(k1, k2);
         assert_ne!(low1, low2);
         let ((a, pa), (b, pb)) = k1.endpoints();
-        assert_eq!((a, pa, b, pb), (v4("192.0.2.1"), 40000, v4("198.51.100.2"), 80));
+        assert_eq!(
+            (a, pa, b, pb),
+            (v4("192.0.2.1"), 40000, v4("198.51.100.2"), 80)
+        );
     }
 
     #[test]
@@ -303,7 +306,10 @@ mod tests {
         assert_eq!(table.with_flow(k3, low3, 1_000_000_000, |_, l| l), None);
         assert_eq!(table.len(), 2);
         let later = 31 * 1_000_000_000;
-        assert_eq!(table.with_flow(k3, low3, later, |_, l| l), Some(Lookup::Created));
+        assert_eq!(
+            table.with_flow(k3, low3, later, |_, l| l),
+            Some(Lookup::Created)
+        );
         assert_eq!(table.len(), 1);
     }
 }

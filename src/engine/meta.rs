@@ -85,6 +85,9 @@ pub struct PacketMeta<'a> {
     pub out_iface: Option<&'a str>,
     /// Packet mark (skb->mark).
     pub mark: u32,
+    /// The frame's length on the wire, when a capture holds fewer bytes (snap
+    /// length); 0 means the bytes are the whole packet.
+    pub wire_len: u32,
 }
 
 impl<'a> PacketMeta<'a> {
@@ -96,6 +99,7 @@ impl<'a> PacketMeta<'a> {
             in_iface: None,
             out_iface: None,
             mark: 0,
+            wire_len: 0,
         }
     }
 }

@@ -309,9 +309,15 @@ mod tests {
 
     #[test]
     fn offset_estimate_is_the_midpoint() {
-        let r = Reason::SackDisplaced { offset_low: 100, offset_high: 200 };
+        let r = Reason::SackDisplaced {
+            offset_low: 100,
+            offset_high: 200,
+        };
         assert_eq!(r.offset_estimate(), Some(150));
-        let wrapped = Reason::SackDisplaced { offset_low: u32::MAX - 9, offset_high: 10 };
+        let wrapped = Reason::SackDisplaced {
+            offset_low: u32::MAX - 9,
+            offset_high: 10,
+        };
         assert_eq!(wrapped.offset_estimate(), Some(0));
     }
 }

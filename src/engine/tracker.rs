@@ -491,8 +491,7 @@ impl TcpTracker {
             // II: under the lower bound.
             let lower = snd.end - rcv.maxwin.max(1) - 1;
             if seq_end < lower && !(seg.seq_len() == 0 && seg.seq == snd.end) {
-                if rcv.has(seen::ACK) && seq_end <= rcv.last_ack && lower.diff(seq_end) < 1 << 30
-                {
+                if rcv.has(seen::ACK) && seq_end <= rcv.last_ack && lower.diff(seq_end) < 1 << 30 {
                     return Verdict::because(Reason::RetransmittedAckedData);
                 }
                 return Verdict::because(Reason::SeqFarOutsideWindow {
@@ -508,7 +507,8 @@ impl TcpTracker {
             }
             // IV: ACK under the lower bound: an old ACK, harmless and not worth a name
             // of its own; the retransmission patterns describe it.
-            if seg.ack < rcv.end - MAX_ACK_LAG.max(rcv.maxwin) && seg.ack.diff(rcv.end) < -(1 << 30) {
+            if seg.ack < rcv.end - MAX_ACK_LAG.max(rcv.maxwin) && seg.ack.diff(rcv.end) < -(1 << 30)
+            {
                 return Verdict::because(Reason::SeqFarOutsideWindow {
                     distance: rcv.end.distance_from(seg.ack),
                 });
@@ -658,9 +658,7 @@ impl TcpTracker {
                 TcpState::Closing
             }
             // The last FIN acknowledged: the connection is over (TIME_WAIT).
-            (TcpState::Closing, 2, true)
-                if seg.flags & FIN == 0 && seg.ack == self.ends[r].end =>
-            {
+            (TcpState::Closing, 2, true) if seg.flags & FIN == 0 && seg.ack == self.ends[r].end => {
                 TcpState::Closed
             }
             (state, _, _) => state,

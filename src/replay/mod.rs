@@ -98,6 +98,7 @@ pub fn replay<R: Read>(
                     in_iface: None,
                     out_iface: None,
                     mark: 0,
+                    wire_len: frame.wire_len,
                 };
                 engine.decide(frame.ts_ns, &meta, frame.data)
             }
@@ -109,6 +110,7 @@ pub fn replay<R: Read>(
                     in_iface: None,
                     out_iface: None,
                     mark: 0,
+                    wire_len: 0,
                 },
                 &[],
             ),

@@ -41,7 +41,9 @@ pub fn packet_json(out: &mut String, o: &FrameOutcome, policy: &Policy) {
                 }
             }
         }
-        None => out.push_str(",\"src\":null,\"dst\":null,\"sport\":null,\"dport\":null,\"proto\":null"),
+        None => {
+            out.push_str(",\"src\":null,\"dst\":null,\"sport\":null,\"dport\":null,\"proto\":null")
+        }
     }
     let _ = write!(out, ",\"verdict\":\"{}\"", d.verdict.name());
     match d.reason {
@@ -161,7 +163,7 @@ pub fn write_summary(w: &mut dyn Write, s: &ReplaySummary, engine: &Engine) -> i
             .map(|pat| (p.patterns[*pat as usize], pat.name()))
             .filter(|(n, _)| *n > 0)
             .collect();
-        kinds.sort_by(|a, b| b.0.cmp(&a.0));
+        kinds.sort_by_key(|k| std::cmp::Reverse(k.0));
         let kinds: Vec<String> = kinds.iter().map(|(n, k)| format!("{k} {n}")).collect();
         writeln!(
             w,
@@ -177,7 +179,10 @@ pub fn write_summary(w: &mut dyn Write, s: &ReplaySummary, engine: &Engine) -> i
         )?;
     }
     writeln!(w)?;
-    writeln!(w, "sequence-randomizing middlebox suspected (SACK displaced by a constant offset):")?;
+    writeln!(
+        w,
+        "sequence-randomizing middlebox suspected (SACK displaced by a constant offset):"
+    )?;
     if s.middleboxes.is_empty() {
         writeln!(w, "  (none)")?;
     }

@@ -25,8 +25,9 @@ const MAX_TAGS: usize = 4;
 /// What sits under the link layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkPayload<'a> {
-    /// An IP packet (version still to be checked by the IP parser).
-    Ip(&'a [u8]),
+    /// An IP packet (version still to be checked by the IP parser), and the length
+    /// the link layer declares for it, when it declares one (PPPoE does).
+    Ip(&'a [u8], Option<usize>),
     /// Something other than IP (ARP, LLDP, PPPoE discovery, ...), by EtherType or PPP number.
     NotIp(u16),
 }
@@ -88,7 +89,7 @@ fn be16(b: &[u8]) -> u16 {
 /// Strips the link layer and returns what it carries.
 pub fn strip(link: LinkType, frame: &[u8]) -> Result<LinkPayload<'_>, LinkError> {
     match link {
-        LinkType::RawIp => Ok(LinkPayload::Ip(frame)),
+        LinkType::RawIp => Ok(LinkPayload::Ip(frame, None)),
         LinkType::Ethernet => {
             let (hdr, rest) = take(frame, 14, "Ethernet")?;
             after_ethertype(be16(&hdr[12..14]), rest)
@@ -111,7 +112,7 @@ pub fn strip(link: LinkType, frame: &[u8]) -> Result<LinkPayload<'_>, LinkError>
             // AF_INET is 2 everywhere; AF_INET6 is 10, 24, 28 or 30 depending on the OS.
             let is_ip = |af: u32| matches!(af, 2 | 10 | 24 | 28 | 30);
             if is_ip(le) || is_ip(be) {
-                Ok(LinkPayload::Ip(rest))
+                Ok(LinkPayload::Ip(rest, None))
             } else {
                 Ok(LinkPayload::NotIp(le as u16))
             }
@@ -131,12 +132,18 @@ fn after_ethertype(mut ty: u16, mut rest: &[u8]) -> Result<LinkPayload<'_>, Link
         rest = inner;
     }
     match ty {
-        ethertype::IPV4 | ethertype::IPV6 => Ok(LinkPayload::Ip(rest)),
+        ethertype::IPV4 | ethertype::IPV6 => Ok(LinkPayload::Ip(rest, None)),
         ethertype::PPPOE_SESSION => {
             // RFC 2516: ver/type, code, session id, length; then the PPP protocol field.
             let (hdr, inner) = take(rest, 8, "PPPoE session")?;
+            // The PPPoE length covers the PPP protocol field and the packet; bytes past
+            // it are Ethernet padding, whatever the IP header claims.
+            let declared = usize::from(be16(&hdr[4..6])).saturating_sub(2);
             match be16(&hdr[6..8]) {
-                ppp::IPV4 | ppp::IPV6 => Ok(LinkPayload::Ip(inner)),
+                ppp::IPV4 | ppp::IPV6 => Ok(LinkPayload::Ip(
+                    &inner[..declared.min(inner.len())],
+                    Some(declared),
+                )),
                 other => Ok(LinkPayload::NotIp(other)),
             }
         }
@@ -161,7 +168,7 @@ mod tests {
         let f = eth(&[0x08, 0x00, 0x45]);
         assert_eq!(
             strip(LinkType::Ethernet, &f),
-            Ok(LinkPayload::Ip(&[0x45][..]))
+            Ok(LinkPayload::Ip(&[0x45][..], None))
         );
     }
 
@@ -171,13 +178,13 @@ mod tests {
             0x88, 0xa8, 0x00, 0x64, // outer tag, VLAN 100
             0x81, 0x00, 0x00, 0xc8, // inner tag, VLAN 200
             0x88, 0x64, // PPPoE session
-            0x11, 0x00, 0x00, 0x01, 0x00, 0x16, // ver/type, code, session 1, length
+            0x11, 0x00, 0x00, 0x01, 0x00, 0x03, // ver/type, code, session 1, length 3
             0x00, 0x21, // PPP: IPv4
-            0x45,
+            0x45, 0x00, 0x00, // one byte of packet, then Ethernet padding
         ]);
         assert_eq!(
             strip(LinkType::Ethernet, &f),
-            Ok(LinkPayload::Ip(&[0x45][..]))
+            Ok(LinkPayload::Ip(&[0x45][..], Some(1)))
         );
     }
 
@@ -196,14 +203,14 @@ mod tests {
         sll.extend_from_slice(&[0x86, 0xdd, 0x60]);
         assert_eq!(
             strip(LinkType::LinuxSll, &sll),
-            Ok(LinkPayload::Ip(&[0x60][..]))
+            Ok(LinkPayload::Ip(&[0x60][..], None))
         );
         let mut sll2 = vec![0x08, 0x00];
         sll2.extend_from_slice(&[0u8; 18]);
         sll2.push(0x45);
         assert_eq!(
             strip(LinkType::LinuxSll2, &sll2),
-            Ok(LinkPayload::Ip(&[0x45][..]))
+            Ok(LinkPayload::Ip(&[0x45][..], None))
         );
     }
 

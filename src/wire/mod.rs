@@ -151,16 +151,24 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 /// Reads a packet: link layer, IP (with extension headers and fragments), transport.
-pub fn parse(link: LinkType, frame: &[u8]) -> Result<Packet<'_>, ParseError> {
-    let ip_bytes = match link::strip(link, frame).map_err(ParseError::Link)? {
-        LinkPayload::Ip(b) => b,
+///
+/// `wire_len` is the frame's length on the wire; a capture with a snap length holds
+/// fewer bytes, and lengths are then taken from the headers up to `wire_len`.
+pub fn parse(link: LinkType, frame: &[u8], wire_len: u32) -> Result<Packet<'_>, ParseError> {
+    let (ip_bytes, max_len) = match link::strip(link, frame).map_err(ParseError::Link)? {
+        LinkPayload::Ip(b, Some(declared)) => (b, declared),
+        LinkPayload::Ip(b, None) => {
+            let missing = (wire_len as usize).saturating_sub(frame.len());
+            (b, b.len() + missing)
+        }
         LinkPayload::NotIp(t) => return Err(ParseError::NotIp(t)),
     };
-    parse_ip(ip_bytes)
+    parse_ip(ip_bytes, max_len)
 }
 
-/// Reads a packet that starts at its IP header.
-pub fn parse_ip(bytes: &[u8]) -> Result<Packet<'_>, ParseError> {
+/// Reads a packet that starts at its IP header. The packet is at most `max_len`
+/// bytes long on the wire, whatever its header claims (the frame ends there).
+pub fn parse_ip(bytes: &[u8], max_len: usize) -> Result<Packet<'_>, ParseError> {
     use etherparse::err::ip::LaxHeaderSliceError as E;
     let (ip, _ext_err) = LaxIpSlice::from_slice(bytes).map_err(|e| {
         ParseError::Ip(match e {
@@ -204,7 +212,9 @@ pub fn parse_ip(bytes: &[u8]) -> Result<Packet<'_>, ParseError> {
     let wire_payload_len = if payload.len_source == LenSource::Slice && !payload.incomplete {
         payload.payload.len() as u32
     } else {
-        declared_len.saturating_sub(header_overhead as u32)
+        declared_len
+            .min(max_len as u32)
+            .saturating_sub(header_overhead as u32)
     };
     let ip_len = header_overhead as u32 + wire_payload_len;
     let proto = payload.ip_number.0;
@@ -286,7 +296,7 @@ mod tests {
 
     #[test]
     fn tcp_syn_over_ipv4() {
-        let p = parse(LinkType::RawIp, &SYN_V4).unwrap();
+        let p = parse(LinkType::RawIp, &SYN_V4, 44).unwrap();
         assert_eq!(p.src.to_string(), "192.0.2.1");
         assert_eq!(p.dst.to_string(), "198.51.100.2");
         assert_eq!(p.ip_len, 44);
@@ -304,7 +314,7 @@ mod tests {
     fn snapped_capture_keeps_wire_length() {
         let mut pkt = SYN_V4;
         pkt[3] = 144; // total length says 100 payload bytes that the capture cut off
-        let p = parse(LinkType::RawIp, &pkt).unwrap();
+        let p = parse(LinkType::RawIp, &pkt, 144).unwrap();
         let Transport::Tcp(t) = p.transport else {
             panic!("not TCP")
         };
@@ -313,17 +323,29 @@ mod tests {
     }
 
     #[test]
+    fn frame_shorter_than_ip_total_length_on_the_wire() {
+        // The frame itself ended early (not a snap length): the bytes are all there is.
+        let mut pkt = SYN_V4.to_vec();
+        pkt[3] = 144;
+        let p = parse(LinkType::RawIp, &pkt, 44).unwrap();
+        let Transport::Tcp(t) = p.transport else {
+            panic!("not TCP")
+        };
+        assert_eq!(t.payload_len, 0);
+    }
+
+    #[test]
     fn truncated_tcp_header_is_an_error() {
         assert!(matches!(
-            parse(LinkType::RawIp, &SYN_V4[..30]),
+            parse(LinkType::RawIp, &SYN_V4[..30], 30),
             Err(ParseError::Tcp(_))
         ));
         assert!(matches!(
-            parse(LinkType::RawIp, &SYN_V4[..10]),
+            parse(LinkType::RawIp, &SYN_V4[..10], 10),
             Err(ParseError::Ip(_))
         ));
         assert!(matches!(
-            parse(LinkType::RawIp, &[]),
+            parse(LinkType::RawIp, &[], 0),
             Err(ParseError::Ip(_))
         ));
     }
@@ -333,7 +355,7 @@ mod tests {
         let mut pkt = SYN_V4;
         pkt[32] = 0x40;
         assert!(matches!(
-            parse(LinkType::RawIp, &pkt),
+            parse(LinkType::RawIp, &pkt, 44),
             Err(ParseError::Tcp(_))
         ));
     }
@@ -343,7 +365,7 @@ mod tests {
         let mut pkt = SYN_V4;
         pkt[6] = 0x20; // MF
         pkt[7] = 0x10; // offset 16 * 8 bytes
-        let p = parse(LinkType::RawIp, &pkt).unwrap();
+        let p = parse(LinkType::RawIp, &pkt, 44).unwrap();
         assert_eq!(
             p.fragment,
             Some(Fragment {
@@ -361,7 +383,7 @@ mod tests {
         pkt.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
         pkt.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]); // hop-by-hop: next UDP, PadN
         pkt.extend_from_slice(&[0x30, 0x39, 0, 53, 0, 8, 0, 0]); // UDP 12345 -> 53
-        let p = parse(LinkType::RawIp, &pkt).unwrap();
+        let p = parse(LinkType::RawIp, &pkt, pkt.len() as u32).unwrap();
         assert_eq!(p.src.to_string(), "2001:db8::1");
         assert_eq!(p.proto, proto::UDP);
         assert!(matches!(
