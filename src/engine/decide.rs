@@ -11,8 +11,10 @@ use crate::engine::reason::{Class, Reason, REASON_KINDS};
 use crate::engine::tracker::{self, Segment};
 use crate::wire::tcp_options::TcpOptions;
 use crate::wire::{self, ParseError, Transport};
+use arc_swap::ArcSwap;
 use core::net::IpAddr;
 use core::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// What the engine decided for one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,7 +128,8 @@ impl Counters {
 
 /// The decision engine. Shared by reference between the threads of a front end.
 pub struct Engine {
-    policy: Policy,
+    /// Swapped whole on reload; readers never wait.
+    policy: ArcSwap<Policy>,
     flows: FlowTable,
     peers: PeerTable,
     counters: Counters,
@@ -154,16 +157,23 @@ impl Engine {
             other_ns: s(t.other),
         };
         Engine {
-            policy: Policy::compile(config),
+            policy: ArcSwap::from_pointee(Policy::compile(config)),
             flows: FlowTable::new(config.engine.max_flows as usize, timeouts),
             peers: PeerTable::new(config.engine.max_peers as usize),
             counters: Counters::new(),
         }
     }
 
-    /// The compiled rules.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    /// The compiled rules in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Replaces the rules (services, modes, rate limits) atomically: a packet is
+    /// judged wholly by the old rules or wholly by the new. Flow state, peers and
+    /// counters are kept; table bounds and timeouts stay as they were at start.
+    pub fn reload(&self, config: &Config) {
+        self.policy.store(Arc::new(Policy::compile(config)));
     }
 
     /// The flow table.
@@ -195,7 +205,8 @@ impl Engine {
     }
 
     fn judge(&self, now_ns: u64, meta: &PacketMeta<'_>, bytes: &[u8]) -> Decision {
-        let default_mode = self.policy.default_mode();
+        let policy = self.policy.load();
+        let default_mode = policy.default_mode();
         let given_ct = match meta.ct {
             CtHint::Given(s) => s,
             CtHint::Auto => CtState::New,
@@ -274,7 +285,7 @@ impl Engine {
             in_iface: meta.in_iface,
             ip_len: pkt.ip_len,
         };
-        let outcome = self.policy.evaluate(now_ns, &input);
+        let outcome = policy.evaluate(now_ns, &input);
         self.finish(d, tracked.reason, Some(outcome))
     }
 

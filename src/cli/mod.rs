@@ -1,13 +1,14 @@
 //! Command-line interface: what the user typed (validated by clap), dispatched to
-//! one function per subcommand. Errors are printed once, in `main`.
+//! one function per subcommand, each in its own module. Errors are printed once, in
+//! `main`.
 
-use anyhow::{bail, Context, Result};
+mod replay;
+
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use nfqwall::config::Config;
 use nfqwall::engine::policy::Mode;
-use nfqwall::engine::{CtHint, CtState, Engine};
-use nfqwall::replay::{self, output};
-use std::io::{BufReader, BufWriter, Write};
+use nfqwall::engine::{CtHint, CtState};
 use std::path::PathBuf;
 
 /// nfqwall: a userspace inspection firewall for the packets Linux conntrack doubts.
@@ -71,7 +72,7 @@ pub enum CtArg {
 }
 
 impl CtArg {
-    fn hint(self) -> CtHint {
+    pub fn hint(self) -> CtHint {
         match self {
             CtArg::Auto => CtHint::Auto,
             CtArg::New => CtHint::Given(CtState::New),
@@ -92,7 +93,7 @@ pub enum ModeArg {
 }
 
 impl ModeArg {
-    fn mode(self) -> Mode {
+    pub fn mode(self) -> Mode {
         match self {
             ModeArg::Enforce => Mode::Enforce,
             ModeArg::LogOnly => Mode::LogOnly,
@@ -101,7 +102,7 @@ impl ModeArg {
 }
 
 /// Loads the config file, or the built-in default; applies a `--mode` override.
-fn load_config(path: Option<&PathBuf>, mode: Option<ModeArg>) -> Result<Config> {
+pub fn load_config(path: Option<&PathBuf>, mode: Option<ModeArg>) -> Result<Config> {
     let mut config = match path {
         Some(p) => Config::load(p)?,
         None => Config::builtin_default(),
@@ -118,7 +119,7 @@ fn load_config(path: Option<&PathBuf>, mode: Option<ModeArg>) -> Result<Config> 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Replay(args) => replay_cmd(args),
+        Command::Replay(args) => replay::run(args),
         Command::Check { file } => {
             let config = Config::load(&file)?;
             println!(
@@ -143,49 +144,4 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
-}
-
-fn replay_cmd(args: ReplayArgs) -> Result<()> {
-    let config = load_config(args.config.as_ref(), args.mode)?;
-    let engine = Engine::new(&config);
-    let file = std::fs::File::open(&args.file)
-        .with_context(|| format!("cannot open {}", args.file.display()))?;
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
-    let mut line = String::with_capacity(512);
-    let mut write_err = None;
-    let summary = replay::replay(
-        &engine,
-        BufReader::with_capacity(1 << 16, file),
-        args.ct_state.hint(),
-        |o| {
-            if args.per_packet && write_err.is_none() {
-                line.clear();
-                output::packet_json(&mut line, o, engine.policy());
-                if let Err(e) = out.write_all(line.as_bytes()) {
-                    write_err = Some(e);
-                }
-            }
-        },
-    )
-    .with_context(|| format!("cannot replay {}", args.file.display()))?;
-    if let Some(e) = write_err {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            return Ok(());
-        }
-        return Err(e).context("cannot write output");
-    }
-    if !args.per_packet {
-        output::write_summary(&mut out, &summary, &engine)?;
-    } else if let Some(t) = &summary.truncated {
-        eprintln!("nfqwall: {}: {t}", args.file.display());
-    }
-    out.flush().or_else(|e| {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            Ok(())
-        } else {
-            Err(e)
-        }
-    })?;
-    Ok(())
 }
