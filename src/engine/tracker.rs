@@ -292,6 +292,10 @@ impl TcpTracker {
             e.seen |= seen::ACK;
             e.last_ack = seg.ack;
         }
+        if seg.flags & (SYN | ACK) == ACK {
+            // Mid-stream: this ACK and window are all we know of the other side.
+            self.learn(seg, s, s ^ 1);
+        }
         self.state = match seg.flags & (SYN | ACK | RST) {
             SYN => TcpState::SynSent,
             x if x == SYN | ACK => TcpState::SynRecv,
@@ -335,7 +339,9 @@ impl TcpTracker {
         let e = &mut self.ends[s];
         e.maxwin = e.maxwin.max(u32::from(seg.window)).max(1);
         e.win = u32::from(seg.window);
-        e.maxend = e.maxend.max(e.end);
+        // Edges are compared in serial order, so a never-set edge must not be
+        // compared: the first SYN/ACK sets it outright.
+        e.maxend = if first { e.end } else { e.maxend.max(e.end) };
         // The SYN/ACK's window is unscaled; it still bounds what the initiator may send.
         let right = seg.ack + u32::from(seg.window);
         let init = &mut self.ends[r];
@@ -513,7 +519,7 @@ impl TcpTracker {
                     distance: rcv.end.distance_from(seg.ack),
                 });
             }
-            if let Some(reason) = self.check_sack(seg, &seg.options.sack, rcv) {
+            if let Some(reason) = self.check_sack(seg, &seg.options.sack, rcv, snd) {
                 return Verdict::because(reason);
             }
         }
@@ -527,16 +533,23 @@ impl TcpTracker {
     /// option (RFC 2018 blocks are absolute sequence numbers).
     ///
     /// For a block `[left, right)` displaced by `offset`: `left - offset > ack` and
-    /// `right - offset <= data_end`, so `right - data_end <= offset < left - ack`.
+    /// `right - offset <= data_end`, so `right - data_end <= offset < left - ack`,
+    /// where `data_end` is the higher of what the data sender sent and the window
+    /// the SACK sender offered.
     /// Intersecting these ranges over a flow narrows the offset.
     fn check_sack(
         &mut self,
         seg: &Segment<'_>,
         sack: &SackBlocks,
         data_side: Endpoint,
+        sack_side: Endpoint,
     ) -> Option<Reason> {
         let ack = seg.ack;
-        let data_end = data_side.end;
+        // The data sender cannot have sent beyond the window the SACK sender offered,
+        // so that bounds the blocks even when nfqwall did not see the data itself
+        // (live, only doubtful packets are queued).
+        let offered = ack + sack_side.maxwin;
+        let data_end = data_side.end.max(offered);
         let below = data_side.maxwin.max(MIN_SLACK);
         let mut outside = false;
         let mut range: Option<(u32, u32)> = None;

@@ -1,0 +1,471 @@
+//! The liberal TCP tracker as RFC scenarios: a fixture per state, segments built
+//! from a template, exact verdicts, reasons and patterns asserted per packet.
+//!
+//! The client is 192.0.2.1:40000, the server 198.51.100.2:80. Both announce window
+//! scale 7, SACK-permitted and MSS 1460 in their SYNs.
+
+use etherparse::{PacketBuilder, TcpOptionElement};
+use nfqwall::config::Config;
+use nfqwall::engine::patterns::Pattern;
+use nfqwall::engine::policy::Mode;
+use nfqwall::engine::{CtHint, CtState, Decision, Engine, LinkType, PacketMeta, Reason, Verdict};
+
+const CLIENT: [u8; 4] = [192, 0, 2, 1];
+const SERVER: [u8; 4] = [198, 51, 100, 2];
+const MS: u64 = 1_000_000;
+
+/// One segment, described from the point of view of who sends it.
+#[derive(Clone)]
+struct Seg {
+    from_client: bool,
+    seq: u32,
+    ack: Option<u32>,
+    syn: bool,
+    fin: bool,
+    rst: bool,
+    psh: bool,
+    window: u16,
+    len: usize,
+    options: Vec<TcpOptionElement>,
+}
+
+fn templ() -> Seg {
+    Seg {
+        from_client: true,
+        seq: 0,
+        ack: None,
+        syn: false,
+        fin: false,
+        rst: false,
+        psh: false,
+        window: 512,
+        len: 0,
+        options: Vec::new(),
+    }
+}
+
+fn bytes(s: &Seg) -> Vec<u8> {
+    let (src, dst, sport, dport) = if s.from_client {
+        (CLIENT, SERVER, 40000, 80)
+    } else {
+        (SERVER, CLIENT, 80, 40000)
+    };
+    let mut b = PacketBuilder::ipv4(src, dst, 64).tcp(sport, dport, s.seq, s.window);
+    if s.syn {
+        b = b.syn();
+    }
+    if let Some(a) = s.ack {
+        b = b.ack(a);
+    }
+    if s.fin {
+        b = b.fin();
+    }
+    if s.rst {
+        b = b.rst();
+    }
+    if s.psh {
+        b = b.psh();
+    }
+    let b = b.options(&s.options).expect("options fit");
+    let payload = vec![0x61u8; s.len];
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut out, &payload).unwrap();
+    out
+}
+
+fn syn_options() -> Vec<TcpOptionElement> {
+    vec![
+        TcpOptionElement::MaximumSegmentSize(1460),
+        TcpOptionElement::SelectiveAcknowledgementPermitted,
+        TcpOptionElement::WindowScale(7),
+    ]
+}
+
+/// A connection under test: the engine, the two ISNs and the clock.
+struct Conn {
+    engine: Engine,
+    ct: CtHint,
+    now: u64,
+    client_isn: u32,
+    server_isn: u32,
+}
+
+impl Conn {
+    fn send(&mut self, s: Seg) -> Decision {
+        self.now += MS;
+        let meta = PacketMeta {
+            link: LinkType::RawIp,
+            ct: self.ct,
+            in_iface: None,
+            out_iface: None,
+            mark: 0,
+            wire_len: 0,
+        };
+        self.engine.decide(self.now, &meta, &bytes(&s))
+    }
+
+    /// Next client sequence number after `n` bytes of client data.
+    fn c(&self, n: u32) -> u32 {
+        self.client_isn.wrapping_add(1).wrapping_add(n)
+    }
+
+    /// Next server sequence number after `n` bytes of server data.
+    fn s(&self, n: u32) -> u32 {
+        self.server_isn.wrapping_add(1).wrapping_add(n)
+    }
+}
+
+fn engine(mode: Mode) -> Engine {
+    let mut config = Config::builtin_default();
+    config.daemon.mode = mode;
+    for s in &mut config.services {
+        s.mode = Some(mode);
+    }
+    Engine::new(&config)
+}
+
+/// Sends one segment and asserts verdict, reason name and patterns exactly.
+macro_rules! send {
+    ($conn:expr, $seg:expr => $verdict:ident, $reason:expr, [$($pat:ident),*]) => {{
+        let d = $conn.send($seg);
+        assert_eq!(d.verdict, Verdict::$verdict, "verdict of {:?}", d);
+        assert_eq!(d.reason.map(|r| r.name()), $reason, "reason of {:?}", d);
+        let want: Vec<Pattern> = vec![$(Pattern::$pat),*];
+        let got: Vec<Pattern> = d.patterns.contract_iter().collect();
+        assert_eq!(got, want, "patterns of {:?}", d);
+        d
+    }};
+}
+
+/// A connection after the three-way handshake, in enforce mode.
+fn established_with(mode: Mode, client_isn: u32, server_isn: u32) -> Conn {
+    let mut c = Conn {
+        engine: engine(mode),
+        ct: CtHint::Auto,
+        now: 1_700_000_000_000_000_000,
+        client_isn,
+        server_isn,
+    };
+    let d = send!(c, Seg { syn: true, seq: client_isn, options: syn_options(), window: 64240, ..templ() }
+        => Accept, None, []);
+    assert_eq!(d.ct_state, CtState::New);
+    let d = send!(c, Seg { from_client: false, syn: true, seq: server_isn, ack: Some(client_isn.wrapping_add(1)), options: syn_options(), window: 65160, ..templ() }
+        => Accept, None, []);
+    assert_eq!(d.ct_state, CtState::Established);
+    send!(c, Seg { seq: c.c(0), ack: Some(c.s(0)), ..templ() } => Accept, None, []);
+    c
+}
+
+fn established() -> Conn {
+    established_with(Mode::Enforce, 1_000_000, 3_000_000_000)
+}
+
+#[test]
+fn handshake_then_data_both_ways_is_plain() {
+    let mut c = established();
+    let d = send!(c, Seg { seq: c.c(0), ack: Some(c.s(0)), psh: true, len: 100, ..templ() } => Accept, None, []);
+    assert_eq!(d.ct_state, CtState::Established);
+    send!(c, Seg { from_client: false, seq: c.s(0), ack: Some(c.c(100)), len: 1448, ..templ() } => Accept, None, []);
+    send!(c, Seg { from_client: false, seq: c.s(1448), ack: Some(c.c(100)), len: 1448, ..templ() } => Accept, None, []);
+    send!(c, Seg { seq: c.c(100), ack: Some(c.s(2896)), ..templ() } => Accept, None, []);
+}
+
+#[test]
+fn rto_retransmission_is_named_and_accepted() {
+    let mut c = established();
+    send!(c, Seg { from_client: false, seq: c.s(0), ack: Some(c.c(0)), len: 1000, ..templ() } => Accept, None, []);
+    c.now += 300 * MS;
+    send!(c, Seg { from_client: false, seq: c.s(0), ack: Some(c.c(0)), len: 1000, ..templ() } => Accept, None, [Retransmission]);
+}
+
+#[test]
+fn fast_retransmission_after_three_duplicate_acks() {
+    let mut c = established();
+    for i in 0..4 {
+        send!(c, Seg { from_client: false, seq: c.s(i * 1000), ack: Some(c.c(0)), len: 1000, ..templ() } => Accept, None, []);
+    }
+    // The first segment was lost: the client keeps acknowledging its start (the
+    // handshake's ACK already did, so each of these repeats it).
+    send!(c, Seg { seq: c.c(0), ack: Some(c.s(0)), ..templ() } => Accept, None, [DuplicateAck]);
+    send!(c, Seg { seq: c.c(0), ack: Some(c.s(0)), ..templ() } => Accept, None, [DuplicateAck]);
+    send!(c, Seg { seq: c.c(0), ack: Some(c.s(0)), ..templ() } => Accept, None, [DuplicateAck]);
+    send!(c, Seg { from_client: false, seq: c.s(0), ack: Some(c.c(0)), len: 1000, ..templ() }
+        => Accept, None, [Retransmission, FastRetransmission]);
+}
+
+#[test]
+fn retransmission_of_acknowledged_data() {
+    // Strict conntrack would still accept a copy inside the window; given INVALID by
+    // the kernel, the engine names the benign pattern that explains it.
+    let mut c = established();
+    send!(c, Seg { seq: c.c(0), ack: Some(c.s(0)), len: 500, ..templ() } => Accept, None, []);
+    send!(c, Seg { from_client: false, seq: c.s(0), ack: Some(c.c(500)), ..templ() } => Accept, None, []);
+    c.ct = CtHint::Given(CtState::Invalid);
+    send!(c, Seg { seq: c.c(0), ack: Some(c.s(0)), len: 500, ..templ() }
+        => Accept, Some("retransmitted_acked_data"), [Retransmission, SpuriousRetransmission]);
+}
+
+#[test]
+fn very_old_acknowledged_data_fails_the_lower_bound_but_is_benign() {
+    let mut c = established();
+    // The client sends 300 KB; the server acknowledges it all in steps.
+    for i in 0..200u32 {
+        send!(c, Seg { seq: c.c(i * 1500), ack: Some(c.s(0)), len: 1500, ..templ() } => Accept, None, []);
+        send!(c, Seg { from_client: false, seq: c.s(0), ack: Some(c.c((i + 1) * 1500)), ..templ() } => Accept, None, []);
+    }
+    // A copy of the very first segment arrives late: older than a whole window.
+    send!(c, Seg { seq: c.c(0), ack: Some(c.s(0)), len: 1500, ..templ() }
+        => Accept, Some("retransmitted_acked_data"), [Retransmission, SpuriousRetransmission]);
+}
+
+#[test]
+fn zero_window_probe() {
+    let mut c = established();
+    send!(c, Seg { from_client: false, seq: c.s(0), ack: Some(c.c(0)), window: 0, ..templ() } => Accept, None, [ZeroWindow]);
+    // Conntrack never shrinks the right edge, so it accepts the probe: no reason.
+    send!(c, Seg { seq: c.c(0), ack: Some(c.s(0)), len: 1, ..templ() } => Accept, None, [ZeroWindowProbe]);
+    // Given INVALID by the kernel, the engine names the probe.
+    c.ct = CtHint::Given(CtState::Invalid);
+    send!(c, Seg { seq: c.c(0), ack: Some(c.s(0)), len: 1, ..templ() }
+        => Accept, Some("zero_window_probe"), [ZeroWindowProbe]);
+}
+
+#[test]
+fn keep_alive_given_invalid_is_named() {
+    let mut c = established();
+    send!(c, Seg { seq: c.c(0), ack: Some(c.s(0)), len: 10, ..templ() } => Accept, None, []);
+    send!(c, Seg { from_client: false, seq: c.s(0), ack: Some(c.c(10)), ..templ() } => Accept, None, []);
+    c.ct = CtHint::Given(CtState::Invalid);
+    send!(c, Seg { seq: c.c(9), ack: Some(c.s(0)), ..templ() } => Accept, Some("keep_alive"), [KeepAlive]);
+}
+
+#[test]
+fn sequence_numbers_wrap_past_two_to_the_32() {
+    let mut c = established_with(Mode::Enforce, u32::MAX - 1000, u32::MAX - 10);
+    for i in 0..4u32 {
+        send!(c, Seg { seq: c.c(i * 1000), ack: Some(c.s(0)), len: 1000, ..templ() } => Accept, None, []);
+        send!(c, Seg { from_client: false, seq: c.s(i * 100), ack: Some(c.c((i + 1) * 1000)), len: 100, ..templ() } => Accept, None, []);
+    }
+    assert!(c.c(4000) < 10_000, "the client's sequence space wrapped");
+    // An old segment from before the wrap is still a retransmission, not "far ahead".
+    send!(c, Seg { seq: c.c(0), ack: Some(c.s(400)), len: 1000, ..templ() }
+        => Accept, None, [Retransmission, SpuriousRetransmission]);
+}
+
+#[test]
+fn data_slightly_beyond_the_window() {
+    let mut c = established();
+    // The client offered 512 << 7 = 65536 bytes; the server overshoots by 100.
+    send!(c, Seg { from_client: false, seq: c.s(0), ack: Some(c.c(0)), len: 65536 - 1400, ..templ() } => Accept, None, []);
+    send!(c, Seg { from_client: false, seq: c.s(65536 - 1400), ack: Some(c.c(0)), len: 1500, ..templ() }
+        => Accept, Some("slightly_beyond_window"), []);
+}
+
+/// The sequence-randomizing middlebox: the client sees the server's sequence space
+/// shifted by OFFSET; the middlebox shifts the client's ACKs back but leaves SACK
+/// blocks in the client's space.
+#[test]
+fn sack_blocks_displaced_by_a_constant_offset() {
+    const OFFSET: u32 = 0x6b2f_1d00;
+    let mut c = established();
+    for i in 0..10u32 {
+        send!(c, Seg { from_client: false, seq: c.s(i * 1448), ack: Some(c.c(0)), len: 1448, ..templ() } => Accept, None, []);
+    }
+    // Segment 2 was lost. The client ACKs segment 1 and SACKs 3.. in its own space.
+    let mut offsets = Vec::new();
+    for held in 3..6u32 {
+        let sack = TcpOptionElement::SelectiveAcknowledgement(
+            (
+                c.s(2 * 1448).wrapping_add(OFFSET),
+                c.s(held * 1448).wrapping_add(OFFSET),
+            ),
+            [None, None, None],
+        );
+        let d = c.send(Seg {
+            seq: c.c(0),
+            ack: Some(c.s(1448)),
+            options: vec![TcpOptionElement::Noop, TcpOptionElement::Noop, sack],
+            ..templ()
+        });
+        assert_eq!(d.verdict, Verdict::Accept);
+        let Some(Reason::SackDisplaced {
+            offset_low,
+            offset_high,
+        }) = d.reason
+        else {
+            panic!("expected sack_displaced, got {:?}", d.reason)
+        };
+        assert!(
+            OFFSET.wrapping_sub(offset_low) <= offset_high.wrapping_sub(offset_low),
+            "true offset {OFFSET} outside {offset_low}..={offset_high}"
+        );
+        offsets.push(offset_high.wrapping_sub(offset_low));
+        assert!(d
+            .reason
+            .unwrap()
+            .to_string()
+            .contains("sequence-randomizing middlebox"));
+    }
+    // Each packet narrows the range (or keeps it): the estimate converges.
+    assert!(offsets.windows(2).all(|w| w[1] <= w[0]), "{offsets:?}");
+    assert!(offsets[2] < 70_000, "range still {} wide", offsets[2]);
+    let peers = c.engine.peers().snapshot();
+    assert_eq!(peers[0].0.to_string(), "192.0.2.1");
+    assert_eq!(peers[0].1.sack_displaced, 3);
+}
+
+#[test]
+fn honest_sack_blocks_are_plain() {
+    let mut c = established();
+    for i in 0..4u32 {
+        send!(c, Seg { from_client: false, seq: c.s(i * 1448), ack: Some(c.c(0)), len: 1448, ..templ() } => Accept, None, []);
+    }
+    let sack = TcpOptionElement::SelectiveAcknowledgement(
+        (c.s(2 * 1448), c.s(4 * 1448)),
+        [None, None, None],
+    );
+    send!(c, Seg { seq: c.c(0), ack: Some(c.s(1448)), options: vec![TcpOptionElement::Noop, TcpOptionElement::Noop, sack], ..templ() }
+        => Accept, None, []);
+}
+
+#[test]
+fn rst_far_outside_the_window_is_dropped_in_enforce() {
+    for distance in [1u32 << 31, 1 << 30] {
+        let mut c = established();
+        send!(c, Seg { from_client: false, seq: c.s(0), ack: Some(c.c(0)), len: 1000, ..templ() } => Accept, None, []);
+        send!(c, Seg { rst: true, seq: c.c(0).wrapping_add(distance), ..templ() }
+            => Drop, Some("rst_out_of_window"), []);
+        // The tracker learned nothing from it: data keeps flowing with no reason.
+        // (The Wireshark patterns describe the wire, forged RST included, so they
+        // may call the next segment out of order, as tshark would.)
+        let d = c.send(Seg {
+            seq: c.c(0),
+            ack: Some(c.s(1000)),
+            len: 10,
+            ..templ()
+        });
+        assert_eq!((d.verdict, d.reason), (Verdict::Accept, None), "{d:?}");
+    }
+}
+
+#[test]
+fn rst_far_outside_the_window_in_log_only_is_accepted_with_would_drop() {
+    let mut c = established_with(Mode::LogOnly, 1_000_000, 3_000_000_000);
+    let d = send!(c, Seg { rst: true, seq: c.c(0).wrapping_add(1 << 31), ..templ() }
+        => Accept, Some("rst_out_of_window"), []);
+    assert!(d.would_drop);
+    assert_eq!(
+        c.engine
+            .counters()
+            .would_drop
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        c.engine
+            .counters()
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
+
+#[test]
+fn rst_in_window_closes_then_late_segments_are_benign() {
+    let mut c = established();
+    send!(c, Seg { rst: true, ack: Some(c.s(0)), seq: c.c(0), ..templ() } => Accept, None, []);
+    send!(c, Seg { from_client: false, seq: c.s(0), ack: Some(c.c(0)), len: 100, ..templ() }
+        => Accept, Some("late_after_close"), []);
+}
+
+#[test]
+fn rst_answering_a_syn_must_acknowledge_it() {
+    let mut c = Conn {
+        engine: engine(Mode::Enforce),
+        ct: CtHint::Auto,
+        now: 1,
+        client_isn: 500,
+        server_isn: 9000,
+    };
+    send!(c, Seg { syn: true, seq: 500, options: syn_options(), ..templ() } => Accept, None, []);
+    // Wireshark also notes that this ACK covers data it never saw.
+    send!(c, Seg { from_client: false, rst: true, seq: 0, ack: Some(12345), ..templ() } => Drop, Some("rst_bad_ack"), [AckLostSegment]);
+    send!(c, Seg { from_client: false, rst: true, seq: 0, ack: Some(501), ..templ() } => Accept, None, []);
+}
+
+#[test]
+fn syn_with_new_isn_outside_the_window_of_an_open_flow() {
+    let mut c = established();
+    send!(c, Seg { seq: c.c(0), ack: Some(c.s(0)), len: 100, ..templ() } => Accept, None, []);
+    // Wireshark sees a new connection on the same ports; the tracker sees a blind SYN.
+    send!(c, Seg { syn: true, seq: c.c(0).wrapping_add(1 << 31), options: syn_options(), ..templ() }
+        => Drop, Some("syn_out_of_window"), [ReusedPorts]);
+}
+
+#[test]
+fn new_syn_after_close_reuses_the_ports() {
+    let mut c = established();
+    send!(c, Seg { fin: true, seq: c.c(0), ack: Some(c.s(0)), ..templ() } => Accept, None, []);
+    send!(c, Seg { from_client: false, fin: true, seq: c.s(0), ack: Some(c.c(1)), ..templ() } => Accept, None, []);
+    send!(c, Seg { seq: c.c(1), ack: Some(c.s(1)), ..templ() } => Accept, None, []);
+    let d = send!(c, Seg { syn: true, seq: 77_000_000, options: syn_options(), ..templ() } => Accept, None, [ReusedPorts]);
+    assert_eq!(d.ct_state, CtState::New);
+}
+
+#[test]
+fn impossible_flag_combinations_are_dropped() {
+    // SYN+FIN, SYN+RST, no flags at all, FIN without ACK, FIN+PSH+URG (xmas) without ACK.
+    let cases: [(bool, bool, bool, Option<u32>); 4] = [
+        (true, true, false, None),
+        (true, false, true, None),
+        (false, false, false, None),
+        (false, true, false, None),
+    ];
+    for (syn, fin, rst, ack) in cases {
+        let mut c = established();
+        let d = c.send(Seg {
+            syn,
+            fin,
+            rst,
+            ack,
+            seq: c.c(0),
+            ..templ()
+        });
+        assert_eq!(d.verdict, Verdict::Drop, "syn={syn} fin={fin} rst={rst}");
+        assert_eq!(d.reason.map(|r| r.name()), Some("impossible_tcp_flags"));
+    }
+}
+
+#[test]
+fn malformed_options_are_dropped_and_named() {
+    let mut c = established();
+    let mut pkt = bytes(&Seg {
+        seq: c.c(0),
+        ack: Some(c.s(0)),
+        options: vec![TcpOptionElement::Noop; 4],
+        ..templ()
+    });
+    // Replace the four NOPs (bytes 40..44) with an MSS option whose length runs past
+    // the header: kind 2, length 8.
+    pkt[40..44].copy_from_slice(&[2, 8, 0, 0]);
+    c.now += MS;
+    let d = c.engine.decide(c.now, &PacketMeta::raw_ip(), &pkt);
+    assert_eq!(d.verdict, Verdict::Drop);
+    assert_eq!(d.reason.map(|r| r.name()), Some("malformed_tcp_options"));
+    assert!(d.reason.unwrap().to_string().contains("malformed options"));
+}
+
+#[test]
+fn midstream_pickup_is_tolerated() {
+    // The engine starts after the handshake (a restart): no reasons for normal traffic.
+    let mut c = Conn {
+        engine: engine(Mode::Enforce),
+        ct: CtHint::Auto,
+        now: 1,
+        client_isn: 10_000,
+        server_isn: 90_000,
+    };
+    send!(c, Seg { seq: c.c(0), ack: Some(c.s(0)), len: 100, ..templ() } => Accept, None, []);
+    send!(c, Seg { from_client: false, seq: c.s(0), ack: Some(c.c(100)), len: 1448, ..templ() } => Accept, None, []);
+    send!(c, Seg { seq: c.c(100), ack: Some(c.s(1448)), ..templ() } => Accept, None, []);
+}
