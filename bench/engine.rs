@@ -1,1 +1,141 @@
-fn main() {}
+//! Engine throughput: packets from memory through `Engine::decide`, no I/O.
+//!
+//! `cargo bench --bench engine` reports packets per second on one core:
+//! - `mixed`: every frame of every shared capture (TCP with retransmissions, SACK,
+//!   zero windows, UDP, ICMP, other link types), replayed over and over through one
+//!   engine, as a live engine sees a mix of flows;
+//! - `handshake_and_data`: a synthetic stream of new connections (SYN, SYN/ACK, ACK,
+//!   data, FIN) on distinct ports, the NEW-heavy load a busy server queues.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use etherparse::PacketBuilder;
+use nfqwall::config::Config;
+use nfqwall::engine::{CtHint, Engine, LinkType, PacketMeta};
+use nfqwall::replay::capture::CaptureReader;
+use std::hint::black_box;
+
+struct Packet {
+    ts: u64,
+    link: LinkType,
+    wire_len: u32,
+    bytes: Vec<u8>,
+}
+
+fn load_captures() -> Vec<Packet> {
+    let mut names: Vec<_> = std::fs::read_dir("tests/fixtures/pcaps")
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            let ext = p.extension()?.to_str()?.to_string();
+            (ext == "pcap").then_some(p)
+        })
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for path in names {
+        let mut r = CaptureReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+        while let Some(Ok(f)) = r.next_frame() {
+            if let Ok(link) = f.link {
+                out.push(Packet {
+                    ts: f.ts_ns,
+                    link,
+                    wire_len: f.wire_len,
+                    bytes: f.data.to_vec(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn synthetic_connections(n: u16) -> Vec<Packet> {
+    let mut out = Vec::new();
+    let mut ts = 1_700_000_000_000_000_000u64;
+    let mut push = |b: etherparse::PacketBuilderStep<etherparse::TcpHeader>, len: usize| {
+        let payload = vec![0u8; len];
+        let mut bytes = Vec::new();
+        b.write(&mut bytes, &payload).unwrap();
+        ts += 10_000;
+        out.push(Packet {
+            ts,
+            link: LinkType::RawIp,
+            wire_len: 0,
+            bytes,
+        });
+    };
+    for port in 0..n {
+        let (c, s) = ([192, 0, 2, (port % 250) as u8 + 1], [198, 51, 100, 2]);
+        let sp = 10_000 + port;
+        let (ci, si) = (u32::from(port) * 7919, u32::from(port) * 104_729);
+        push(
+            PacketBuilder::ipv4(c, s, 64).tcp(sp, 80, ci, 64240).syn(),
+            0,
+        );
+        push(
+            PacketBuilder::ipv4(s, c, 64)
+                .tcp(80, sp, si, 65160)
+                .syn()
+                .ack(ci + 1),
+            0,
+        );
+        push(
+            PacketBuilder::ipv4(c, s, 64)
+                .tcp(sp, 80, ci + 1, 502)
+                .ack(si + 1),
+            0,
+        );
+        push(
+            PacketBuilder::ipv4(c, s, 64)
+                .tcp(sp, 80, ci + 1, 502)
+                .ack(si + 1)
+                .psh(),
+            200,
+        );
+        push(
+            PacketBuilder::ipv4(s, c, 64)
+                .tcp(80, sp, si + 1, 509)
+                .ack(ci + 201),
+            1400,
+        );
+        push(
+            PacketBuilder::ipv4(c, s, 64)
+                .tcp(sp, 80, ci + 201, 502)
+                .ack(si + 1401)
+                .fin(),
+            0,
+        );
+    }
+    out
+}
+
+fn run(engine: &Engine, packets: &[Packet]) {
+    for p in packets {
+        let meta = PacketMeta {
+            link: p.link,
+            ct: CtHint::Auto,
+            in_iface: None,
+            out_iface: None,
+            mark: 0,
+            wire_len: p.wire_len,
+        };
+        black_box(engine.decide(p.ts, &meta, black_box(&p.bytes)));
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let mixed = load_captures();
+    let synthetic = synthetic_connections(4000);
+    let engine = Engine::new(&Config::builtin_default());
+    let mut g = c.benchmark_group("decide");
+    g.throughput(Throughput::Elements(mixed.len() as u64));
+    g.bench_function("mixed", |b| b.iter(|| run(&engine, &mixed)));
+    g.throughput(Throughput::Elements(synthetic.len() as u64));
+    let engine = Engine::new(&Config::builtin_default());
+    g.bench_function("handshake_and_data", |b| {
+        b.iter(|| run(&engine, &synthetic))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

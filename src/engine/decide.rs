@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::engine::analysis::{SegmentInfo, Side};
-use crate::engine::flow::{FlowKey, FlowTable, Lookup, Timeouts};
+use crate::engine::flow::{secs, FlowKey, FlowTable, Lookup, Timeouts};
 use crate::engine::meta::{CtHint, CtState, PacketMeta};
 use crate::engine::patterns::{Pattern, Patterns};
 use crate::engine::peers::PeerTable;
@@ -147,14 +147,13 @@ impl Engine {
     /// An engine for this configuration.
     pub fn new(config: &Config) -> Engine {
         let t = &config.engine.timeouts;
-        let s = |secs: u32| u64::from(secs) * 1_000_000_000;
         let timeouts = Timeouts {
-            syn_ns: s(t.syn),
-            established_ns: s(t.established),
-            closing_ns: s(t.closing),
-            closed_ns: s(t.closed),
-            udp_ns: s(t.udp),
-            other_ns: s(t.other),
+            syn: t.syn,
+            established: t.established,
+            closing: t.closing,
+            closed: t.closed,
+            udp: t.udp,
+            other: t.other,
         };
         Engine {
             policy: ArcSwap::from_pointee(Policy::compile(config)),
@@ -373,12 +372,11 @@ impl Engine {
                 };
                 if verdict.reopened {
                     flow.first_is_low = sender_is_low;
-                    flow.first_ns = now_ns;
+                    flow.first_s = secs(now_ns);
                 }
-                flow.last_ns = now_ns;
+                flow.last_s = secs(now_ns);
                 flow.packets = flow.packets.saturating_add(1);
                 if !patterns.is_empty() {
-                    flow.troubled = flow.troubled.saturating_add(1);
                     flow.patterns = Patterns::from_bits(flow.patterns.bits() | patterns.bits());
                 }
                 match verdict.reason.map(|r| r.class()) {
@@ -451,7 +449,7 @@ impl Engine {
         let seen = self
             .flows
             .with_flow(key, sender_is_low, now_ns, |flow, lookup| {
-                flow.last_ns = now_ns;
+                flow.last_s = secs(now_ns);
                 flow.packets = flow.packets.saturating_add(1);
                 if flow.side(sender_is_low) == 1 {
                     flow.replied = true;

@@ -1,12 +1,18 @@
 //! The flow table: one entry per connection, keyed so both directions meet,
 //! bounded, and expired by idle time according to the TCP state.
+//!
+//! Not a `DashMap`: a map of 250-byte entries pays its load-factor slack and its
+//! doubling in whole entries (about 560 bytes per flow at a million flows, measured);
+//! here the hash index holds 4-byte slot numbers and the flows sit in fixed chunks.
 
 use crate::engine::analysis::StreamAnalysis;
 use crate::engine::patterns::Patterns;
 use crate::engine::tracker::{TcpState, TcpTracker};
+use core::hash::BuildHasher;
 use core::net::IpAddr;
-use core::sync::atomic::{AtomicUsize, Ordering};
-use dashmap::DashMap;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use hashbrown::HashTable;
+use std::sync::{Mutex, MutexGuard};
 
 /// An address as 16 bytes (IPv4 mapped into IPv6), so keys have one fixed size.
 pub fn addr_bytes(a: IpAddr) -> [u8; 16] {
@@ -75,14 +81,12 @@ pub struct Flow {
     pub tcp: TcpTracker,
     /// Wireshark-compatible retransmission analysis (TCP only).
     pub analysis: StreamAnalysis,
-    /// First packet time, ns.
-    pub first_ns: u64,
-    /// Latest packet time, ns.
-    pub last_ns: u64,
+    /// First packet time, whole seconds since the epoch.
+    pub first_s: u32,
+    /// Latest packet time, whole seconds since the epoch (drives idle expiry).
+    pub last_s: u32,
     /// Packets seen.
     pub packets: u32,
-    /// Packets that carried at least one retransmission pattern.
-    pub troubled: u32,
     /// Packets with a doubtful-but-benign reason.
     pub benign: u16,
     /// Packets with a hostile reason.
@@ -95,15 +99,19 @@ pub struct Flow {
     pub replied: bool,
 }
 
+/// Whole seconds of a nanosecond timestamp, as flows store them.
+pub fn secs(now_ns: u64) -> u32 {
+    (now_ns / 1_000_000_000) as u32
+}
+
 impl Flow {
     fn new(now_ns: u64, first_is_low: bool) -> Flow {
         Flow {
             tcp: TcpTracker::default(),
             analysis: StreamAnalysis::new(),
-            first_ns: now_ns,
-            last_ns: now_ns,
+            first_s: secs(now_ns),
+            last_s: secs(now_ns),
             packets: 0,
-            troubled: 0,
             benign: 0,
             hostile: 0,
             patterns: Patterns::EMPTY,
@@ -118,58 +126,115 @@ impl Flow {
     }
 }
 
-/// Idle timeouts by state, in nanoseconds.
+/// Idle timeouts by state, in seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
     /// Handshake in progress.
-    pub syn_ns: u64,
+    pub syn: u32,
     /// Established TCP.
-    pub established_ns: u64,
+    pub established: u32,
     /// FIN seen.
-    pub closing_ns: u64,
+    pub closing: u32,
     /// Closed by FINs or RST (TIME_WAIT).
-    pub closed_ns: u64,
+    pub closed: u32,
     /// UDP.
-    pub udp_ns: u64,
+    pub udp: u32,
     /// Other protocols.
-    pub other_ns: u64,
+    pub other: u32,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        const S: u64 = 1_000_000_000;
         Timeouts {
-            syn_ns: 120 * S,
-            established_ns: 7200 * S,
-            closing_ns: 60 * S,
-            closed_ns: 10 * S,
-            udp_ns: 30 * S,
-            other_ns: 30 * S,
+            syn: 120,
+            established: 7200,
+            closing: 60,
+            closed: 10,
+            udp: 30,
+            other: 30,
         }
     }
 }
 
 impl Timeouts {
-    fn for_flow(&self, key: &FlowKey, flow: &Flow) -> u64 {
+    fn for_flow(&self, key: &FlowKey, flow: &Flow) -> u32 {
         match key.proto {
             crate::wire::proto::TCP => match flow.tcp.state() {
-                TcpState::None | TcpState::SynSent | TcpState::SynRecv => self.syn_ns,
-                TcpState::Established => self.established_ns,
-                TcpState::FinWait | TcpState::Closing => self.closing_ns,
-                TcpState::Closed => self.closed_ns,
+                TcpState::None | TcpState::SynSent | TcpState::SynRecv => self.syn,
+                TcpState::Established => self.established,
+                TcpState::FinWait | TcpState::Closing => self.closing,
+                TcpState::Closed => self.closed,
             },
-            crate::wire::proto::UDP => self.udp_ns,
-            _ => self.other_ns,
+            crate::wire::proto::UDP => self.udp,
+            _ => self.other,
         }
+    }
+
+    fn expired(&self, key: &FlowKey, flow: &Flow, now_s: u32) -> bool {
+        now_s.saturating_sub(flow.last_s) > self.for_flow(key, flow)
+    }
+}
+
+/// Lock shards: enough that two to sixteen verdict threads rarely meet.
+const SHARDS: usize = 64;
+/// Slots are allocated this many at a time per shard, never moved once allocated.
+const CHUNK: usize = 64;
+/// Protocol number marking a free slot (0 is never a tracked transport).
+const FREE: u8 = 0;
+
+/// A flow and its key, stored in place.
+struct Slot {
+    key: FlowKey,
+    flow: Flow,
+}
+
+/// One lock's worth of flows: a hash index of slot numbers over chunked storage.
+///
+/// The index holds 4-byte slot numbers, not entries, so its load-factor slack and
+/// doubling cost bytes per *bucket* rather than per flow-sized entry; the slots grow
+/// by fixed chunks and are recycled through a free list. That keeps a tracked flow at
+/// about its own size (see `cargo bench --bench flow_memory`).
+#[derive(Default)]
+struct Shard {
+    index: HashTable<u32>,
+    chunks: Vec<Vec<Slot>>,
+    free: Vec<u32>,
+}
+
+impl Shard {
+    fn slot(chunks: &[Vec<Slot>], i: u32) -> &Slot {
+        &chunks[i as usize / CHUNK][i as usize % CHUNK]
+    }
+
+    fn slot_mut(chunks: &mut [Vec<Slot>], i: u32) -> &mut Slot {
+        &mut chunks[i as usize / CHUNK][i as usize % CHUNK]
+    }
+
+    /// Stores a slot, reusing a free one if any; returns its number.
+    fn store(&mut self, slot: Slot) -> u32 {
+        if let Some(i) = self.free.pop() {
+            *Self::slot_mut(&mut self.chunks, i) = slot;
+            return i;
+        }
+        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        let n = self.chunks.len() - 1;
+        let chunk = &mut self.chunks[n];
+        chunk.push(slot);
+        (n * CHUNK + chunk.len() - 1) as u32
     }
 }
 
 /// A bounded concurrent flow table.
 pub struct FlowTable {
-    map: DashMap<FlowKey, Flow>,
+    shards: Box<[Mutex<Shard>]>,
+    hasher: foldhash::fast::RandomState,
     len: AtomicUsize,
     max: usize,
     timeouts: Timeouts,
+    /// Second of the last full sweep forced by a full table (at most one a second).
+    last_forced_sweep: AtomicU32,
 }
 
 /// What [`FlowTable::with_flow`] found.
@@ -185,10 +250,14 @@ impl FlowTable {
     /// An empty table holding at most `max` flows.
     pub fn new(max: usize, timeouts: Timeouts) -> FlowTable {
         FlowTable {
-            map: DashMap::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            // foldhash with a per-process random seed: fast on 37-byte keys, and the
+            // seed keeps attacker-chosen tuples from colliding on purpose.
+            hasher: foldhash::fast::RandomState::default(),
             len: AtomicUsize::new(0),
             max: max.max(1),
             timeouts,
+            last_forced_sweep: AtomicU32::new(0),
         }
     }
 
@@ -207,9 +276,19 @@ impl FlowTable {
         self.max
     }
 
+    fn lock(&self, hash: u64) -> MutexGuard<'_, Shard> {
+        // hashbrown takes bucket positions from the low bits and tags from the top
+        // seven: pick the shard from bits neither uses at these sizes.
+        let shard = &self.shards[(hash >> 40) as usize % SHARDS];
+        // A panic while a shard was held leaves plain data behind: keep going.
+        shard
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Runs `f` on the flow for `key` (creating it if there is room), under the
-    /// entry's shard lock. Returns `None` when the flow is new and the table is full
-    /// even after expiring idle flows.
+    /// shard's lock. Returns `None` when the flow is new and the table is full even
+    /// after expiring idle flows.
     pub fn with_flow<R>(
         &self,
         key: FlowKey,
@@ -217,49 +296,102 @@ impl FlowTable {
         now_ns: u64,
         f: impl FnOnce(&mut Flow, Lookup) -> R,
     ) -> Option<R> {
-        if let Some(mut flow) = self.map.get_mut(&key) {
-            if now_ns.saturating_sub(flow.last_ns) > self.timeouts.for_flow(&key, &flow) {
-                // Expired but not yet swept: a new flow reusing the key.
-                *flow = Flow::new(now_ns, sender_is_low);
-                return Some(f(&mut flow, Lookup::Created));
+        let hash = self.hasher.hash_one(key);
+        let now_s = secs(now_ns);
+        {
+            let mut guard = self.lock(hash);
+            let Shard { index, chunks, .. } = &mut *guard;
+            if let Some(&i) = index.find(hash, |&i| Shard::slot(chunks, i).key == key) {
+                let slot = Shard::slot_mut(chunks, i);
+                if self.timeouts.expired(&key, &slot.flow, now_s) {
+                    // Expired but not yet swept: a new flow reusing the key.
+                    slot.flow = Flow::new(now_ns, sender_is_low);
+                    return Some(f(&mut slot.flow, Lookup::Created));
+                }
+                return Some(f(&mut slot.flow, Lookup::Existing));
             }
-            return Some(f(&mut flow, Lookup::Existing));
         }
         if self.len() >= self.max {
-            self.expire(now_ns);
+            let last = self.last_forced_sweep.load(Ordering::Relaxed);
+            if last != now_s
+                && self
+                    .last_forced_sweep
+                    .compare_exchange(last, now_s, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.expire(now_ns);
+            }
             if self.len() >= self.max {
                 return None;
             }
         }
-        let mut created = false;
-        let mut entry = self.map.entry(key).or_insert_with(|| {
-            created = true;
-            Flow::new(now_ns, sender_is_low)
-        });
-        if created {
-            self.len.fetch_add(1, Ordering::Relaxed);
-            Some(f(&mut entry, Lookup::Created))
-        } else {
-            Some(f(&mut entry, Lookup::Existing))
+        let mut guard = self.lock(hash);
+        let shard = &mut *guard;
+        if let Some(&i) = shard
+            .index
+            .find(hash, |&i| Shard::slot(&shard.chunks, i).key == key)
+        {
+            // Another thread created it between the two locks.
+            return Some(f(
+                &mut Shard::slot_mut(&mut shard.chunks, i).flow,
+                Lookup::Existing,
+            ));
         }
+        let i = shard.store(Slot {
+            key,
+            flow: Flow::new(now_ns, sender_is_low),
+        });
+        let Shard { index, chunks, .. } = shard;
+        index.insert_unique(hash, i, |&j| {
+            self.hasher.hash_one(Shard::slot(chunks, j).key)
+        });
+        self.len.fetch_add(1, Ordering::Relaxed);
+        Some(f(&mut Shard::slot_mut(chunks, i).flow, Lookup::Created))
     }
 
     /// Removes flows idle longer than their state's timeout; returns how many.
+    /// Takes one shard lock at a time.
     pub fn expire(&self, now_ns: u64) -> usize {
+        let now_s = secs(now_ns);
         let mut removed = 0;
-        self.map.retain(|key, flow| {
-            let keep = now_ns.saturating_sub(flow.last_ns) <= self.timeouts.for_flow(key, flow);
-            removed += usize::from(!keep);
-            keep
-        });
+        for shard in self.shards.iter() {
+            let mut guard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let Shard {
+                index,
+                chunks,
+                free,
+            } = &mut *guard;
+            for (c, chunk) in chunks.iter_mut().enumerate() {
+                for (o, slot) in chunk.iter_mut().enumerate() {
+                    if slot.key.proto == FREE
+                        || !self.timeouts.expired(&slot.key, &slot.flow, now_s)
+                    {
+                        continue;
+                    }
+                    let i = (c * CHUNK + o) as u32;
+                    let hash = self.hasher.hash_one(slot.key);
+                    if let Ok(entry) = index.find_entry(hash, |&j| j == i) {
+                        entry.remove();
+                    }
+                    slot.key.proto = FREE;
+                    free.push(i);
+                    removed += 1;
+                }
+            }
+        }
         self.len.fetch_sub(removed, Ordering::Relaxed);
         removed
     }
 
-    /// Calls `f` for every flow (takes shard read locks one at a time).
+    /// Calls `f` for every flow (takes shard locks one at a time).
     pub fn for_each(&self, mut f: impl FnMut(&FlowKey, &Flow)) {
-        for entry in self.map.iter() {
-            f(entry.key(), entry.value());
+        for shard in self.shards.iter() {
+            let guard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for slot in guard.chunks.iter().flatten() {
+                if slot.key.proto != FREE {
+                    f(&slot.key, &slot.flow);
+                }
+            }
         }
     }
 }
@@ -305,7 +437,7 @@ mod tests {
         let (k3, low3) = FlowKey::new(v4("192.0.2.1"), 3, v4("192.0.2.2"), 53, 17);
         assert_eq!(table.with_flow(k3, low3, 1_000_000_000, |_, l| l), None);
         assert_eq!(table.len(), 2);
-        let later = 31 * 1_000_000_000;
+        let later = 32 * 1_000_000_000;
         assert_eq!(
             table.with_flow(k3, low3, later, |_, l| l),
             Some(Lookup::Created)

@@ -37,7 +37,7 @@ impl PeerStats {
 
 /// A bounded table of peers. When full, new peers are counted as untracked.
 pub struct PeerTable {
-    map: DashMap<IpAddr, PeerStats>,
+    map: DashMap<IpAddr, PeerStats, foldhash::fast::RandomState>,
     len: AtomicUsize,
     max: usize,
     untracked: AtomicUsize,
@@ -47,7 +47,7 @@ impl PeerTable {
     /// An empty table for at most `max` peers.
     pub fn new(max: usize) -> PeerTable {
         PeerTable {
-            map: DashMap::new(),
+            map: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             len: AtomicUsize::new(0),
             max,
             untracked: AtomicUsize::new(0),

@@ -65,8 +65,8 @@ struct Endpoint {
     maxwin: u32,
     /// Highest cumulative ACK this endpoint sent.
     last_ack: SeqNumber,
-    /// The (scaled) window of this endpoint's latest ACK.
-    win: u32,
+    /// The raw window field of this endpoint's latest segment.
+    win: u16,
     /// Initial sequence number, when its SYN was seen.
     isn: SeqNumber,
     /// Window scale shift this endpoint's SYN announced.
@@ -113,7 +113,8 @@ pub struct SackOffset {
 pub struct TcpTracker {
     ends: [Endpoint; 2],
     state: TcpState,
-    sack_offset: Option<SackOffset>,
+    /// `hits == 0` means no displacement seen.
+    sack_offset: SackOffset,
 }
 
 /// One segment as the tracker sees it.
@@ -207,7 +208,7 @@ impl TcpTracker {
 
     /// The SACK displacement learned so far, if any.
     pub fn sack_offset(&self) -> Option<SackOffset> {
-        self.sack_offset
+        (self.sack_offset.hits > 0).then_some(self.sack_offset)
     }
 
     /// Returns true if and only if a segment from `from` was the flow's first and the
@@ -286,7 +287,7 @@ impl TcpTracker {
             e.scale = 14;
         }
         e.maxwin = u32::from(seg.window).max(1);
-        e.win = u32::from(seg.window);
+        e.win = seg.window;
         e.maxend = e.end;
         if seg.flags & ACK != 0 {
             e.seen |= seen::ACK;
@@ -338,7 +339,7 @@ impl TcpTracker {
         self.ends[r].seen |= seen::SCALE_KNOWN;
         let e = &mut self.ends[s];
         e.maxwin = e.maxwin.max(u32::from(seg.window)).max(1);
-        e.win = u32::from(seg.window);
+        e.win = seg.window;
         // Edges are compared in serial order, so a never-set edge must not be
         // compared: the first SYN/ACK sets it outright.
         e.maxend = if first { e.end } else { e.maxend.max(e.end) };
@@ -576,7 +577,7 @@ impl TcpTracker {
         let Some(this) = range.filter(|&(lo, hi)| hi.wrapping_sub(lo) < 1 << 30) else {
             return Some(Reason::SackOutsideWindow);
         };
-        let merged = match self.sack_offset {
+        let merged = match self.sack_offset() {
             None => Some(SackOffset {
                 low: this.0,
                 high: this.1,
@@ -590,7 +591,7 @@ impl TcpTracker {
         };
         match merged {
             Some(m) => {
-                self.sack_offset = Some(m);
+                self.sack_offset = m;
                 Some(Reason::SackDisplaced {
                     offset_low: m.low,
                     offset_high: m.high,
@@ -599,11 +600,11 @@ impl TcpTracker {
             // The offset moved: a new middlebox mapping, or not a middlebox. Start over
             // from this packet's range, but name it honestly.
             None => {
-                self.sack_offset = Some(SackOffset {
+                self.sack_offset = SackOffset {
                     low: this.0,
                     high: this.1,
                     hits: 1,
-                });
+                };
                 Some(Reason::SackOutsideWindow)
             }
         }
@@ -630,7 +631,7 @@ impl TcpTracker {
         if seg.flags & ACK != 0 {
             let window = u32::from(seg.window) << snd.scale.min(14);
             snd.maxwin = snd.maxwin.max(window).max(1);
-            snd.win = window;
+            snd.win = seg.window;
             if !snd.has(seen::ACK) || seg.ack > snd.last_ack {
                 snd.last_ack = seg.ack;
             }
@@ -679,9 +680,9 @@ impl TcpTracker {
     }
 }
 
-/// The endpoint's latest advertised (scaled) receive window.
+/// The endpoint's latest advertised receive window, scaled as the flow negotiated.
 fn window_of(e: &Endpoint) -> u32 {
-    e.win
+    u32::from(e.win) << e.scale.min(14)
 }
 
 /// Distance from `seq` to the nearest edge of `[low, high]`.
