@@ -546,11 +546,14 @@ impl TcpTracker {
         sack_side: Endpoint,
     ) -> Option<Reason> {
         let ack = seg.ack;
-        // The data sender cannot have sent beyond the window the SACK sender offered,
-        // so that bounds the blocks even when nfqwall did not see the data itself
-        // (live, only doubtful packets are queued).
-        let offered = ack + sack_side.maxwin;
-        let data_end = data_side.end.max(offered);
+        // The highest sequence the data sender sent, when nfqwall saw its data; when it
+        // did not (live, only doubtful packets are queued), the window the SACK sender
+        // offered bounds what can be in flight.
+        let data_end = if data_side.end > ack {
+            data_side.end
+        } else {
+            ack + sack_side.maxwin
+        };
         let below = data_side.maxwin.max(MIN_SLACK);
         let mut outside = false;
         let mut range: Option<(u32, u32)> = None;

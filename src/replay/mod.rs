@@ -6,6 +6,8 @@ pub mod output;
 
 use crate::engine::flow::FlowKey;
 use crate::engine::meta::{CtHint, PacketMeta};
+use crate::engine::patterns::Pattern;
+use crate::engine::reason::Class;
 use crate::engine::{Decision, Engine, Reason};
 use capture::{CaptureError, CaptureReader};
 use std::collections::HashMap;
@@ -44,6 +46,34 @@ pub struct MiddleboxSuspect {
     pub first_frame: u64,
 }
 
+/// What one flow showed, for the flows that showed anything.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowTrouble {
+    /// Sender of the flow's first packet (address, port).
+    pub first: Option<(std::net::IpAddr, u16)>,
+    /// The other end.
+    pub second: Option<(std::net::IpAddr, u16)>,
+    /// Flagged packets per contract pattern, indexed like `Pattern::CONTRACT`.
+    pub patterns: [u32; 12],
+    /// Doubtful packets accepted as benign.
+    pub benign: u32,
+    /// Hostile packets.
+    pub hostile: u32,
+    /// First and last time anything was flagged, ns.
+    pub first_ns: u64,
+    /// Last time anything was flagged, ns.
+    pub last_ns: u64,
+}
+
+impl FlowTrouble {
+    /// Flagged or doubtful packets in all.
+    pub fn total(&self) -> u64 {
+        self.patterns.iter().map(|n| u64::from(*n)).sum::<u64>()
+            + u64::from(self.benign)
+            + u64::from(self.hostile)
+    }
+}
+
 /// What a whole replay found.
 #[derive(Debug, Default)]
 pub struct ReplaySummary {
@@ -61,6 +91,8 @@ pub struct ReplaySummary {
     pub middleboxes: Vec<MiddleboxSuspect>,
     /// Distinct flows seen (TCP and UDP).
     pub flows: u64,
+    /// Flows that showed patterns or doubtful packets, most trouble first.
+    pub troubled_flows: Vec<FlowTrouble>,
     /// The error that ended the capture early (a truncated last record), if any.
     pub truncated: Option<String>,
 }
@@ -75,7 +107,7 @@ pub fn replay<R: Read>(
     let mut reader = CaptureReader::new(input)?;
     let mut summary = ReplaySummary::default();
     let mut middleboxes: HashMap<FlowKey, MiddleboxSuspect> = HashMap::new();
-    let mut flows_seen: std::collections::HashSet<FlowKey> = Default::default();
+    let mut flows_seen: HashMap<FlowKey, FlowTrouble> = HashMap::new();
     let mut next_expire = 0u64;
     while let Some(frame) = reader.next_frame() {
         let frame = match frame {
@@ -131,7 +163,31 @@ pub fn replay<R: Read>(
         }
         if let Some(t) = decision.tuple {
             if matches!(t.proto, 6 | 17) {
-                flows_seen.insert(FlowKey::new(t.src, t.sport, t.dst, t.dport, t.proto).0);
+                let key = FlowKey::new(t.src, t.sport, t.dst, t.dport, t.proto).0;
+                let f = flows_seen.entry(key).or_insert_with(|| FlowTrouble {
+                    first: Some((t.src, t.sport)),
+                    second: Some((t.dst, t.dport)),
+                    ..FlowTrouble::default()
+                });
+                let class = decision.reason.map(|r| r.class());
+                if !decision.patterns.is_empty()
+                    || matches!(class, Some(Class::Benign | Class::Hostile))
+                {
+                    if f.first_ns == 0 {
+                        f.first_ns = frame.ts_ns;
+                    }
+                    f.last_ns = frame.ts_ns;
+                    for (i, p) in Pattern::CONTRACT.iter().enumerate() {
+                        if decision.patterns.contains(*p) {
+                            f.patterns[i] += 1;
+                        }
+                    }
+                    match class {
+                        Some(Class::Benign) => f.benign += 1,
+                        Some(Class::Hostile) => f.hostile += 1,
+                        _ => {}
+                    }
+                }
             }
             if let Some(Reason::SackDisplaced {
                 offset_low,
@@ -160,6 +216,10 @@ pub fn replay<R: Read>(
         });
     }
     summary.flows = flows_seen.len() as u64;
+    summary.troubled_flows = flows_seen.into_values().filter(|f| f.total() > 0).collect();
+    summary
+        .troubled_flows
+        .sort_by(|a, b| b.total().cmp(&a.total()).then(a.first.cmp(&b.first)));
     summary.middleboxes = middleboxes.into_values().collect();
     summary.middleboxes.sort_by_key(|m| m.first_frame);
     Ok(summary)

@@ -167,7 +167,7 @@ pub fn write_summary(w: &mut dyn Write, s: &ReplaySummary, engine: &Engine) -> i
         let kinds: Vec<String> = kinds.iter().map(|(n, k)| format!("{k} {n}")).collect();
         writeln!(
             w,
-            "  {addr}: {} flagged, {} benign doubtful, {} hostile; {}",
+            "  {addr}: {} flagged, {} benign doubtful, {} hostile; {} (seen {}.{:03}..{}.{:03})",
             p.trouble(),
             p.benign,
             p.hostile,
@@ -175,7 +175,48 @@ pub fn write_summary(w: &mut dyn Write, s: &ReplaySummary, engine: &Engine) -> i
                 "no retransmission patterns".to_string()
             } else {
                 kinds.join(", ")
-            }
+            },
+            p.first_ns / 1_000_000_000,
+            p.first_ns / 1_000_000 % 1000,
+            p.last_ns / 1_000_000_000,
+            p.last_ns / 1_000_000 % 1000,
+        )?;
+    }
+    writeln!(w)?;
+    writeln!(w, "flows with the most trouble:")?;
+    if s.troubled_flows.is_empty() {
+        writeln!(w, "  (none)")?;
+    }
+    for f in s.troubled_flows.iter().take(TOP_PEERS) {
+        let (Some(a), Some(b)) = (f.first, f.second) else {
+            continue;
+        };
+        let mut kinds: Vec<(u32, &str)> = Pattern::CONTRACT
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (f.patterns[i], p.name()))
+            .filter(|(n, _)| *n > 0)
+            .collect();
+        kinds.sort_by_key(|k| std::cmp::Reverse(k.0));
+        let mut parts: Vec<String> = kinds.iter().map(|(n, k)| format!("{k} {n}")).collect();
+        if f.benign > 0 {
+            parts.push(format!("benign doubtful {}", f.benign));
+        }
+        if f.hostile > 0 {
+            parts.push(format!("hostile {}", f.hostile));
+        }
+        writeln!(
+            w,
+            "  {}:{} <-> {}:{}: {} ({}.{:03}..{}.{:03})",
+            a.0,
+            a.1,
+            b.0,
+            b.1,
+            parts.join(", "),
+            f.first_ns / 1_000_000_000,
+            f.first_ns / 1_000_000 % 1000,
+            f.last_ns / 1_000_000_000,
+            f.last_ns / 1_000_000 % 1000,
         )?;
     }
     writeln!(w)?;
