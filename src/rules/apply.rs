@@ -1,9 +1,12 @@
 //! Running the planned transactions: `iptables-save` to read, `iptables-restore
 //! --noflush` to write, for the nf_tables or the legacy backend.
 //!
-//! Each family is one restore transaction. Install first tests both transactions
-//! (`--test`: parsed and built, not committed) and only then commits them, so a ruleset
-//! one family's kernel rejects leaves both families untouched.
+//! Each family is one restore transaction, atomic in itself. Both transactions are
+//! first run with `--test` (parsed and built, not committed) and only then committed,
+//! so a transaction the tool rejects leaves both families untouched. The legacy tool
+//! checks everything in `--test`; iptables-nft leaves some checks to the kernel at
+//! commit (e.g. deleting a chain another rule still jumps to), so there an IPv6 commit
+//! can still fail after the IPv4 one succeeded; the error then says which command failed.
 
 use std::fmt;
 use std::io::Write;
@@ -39,6 +42,8 @@ pub enum RulesError {
         status: String,
         /// Its standard error, trimmed.
         stderr: String,
+        /// For a restore transaction: the line its error names, as written.
+        line: Option<String>,
     },
     /// `iptables -V` names neither backend.
     UnknownBackend {
@@ -57,7 +62,14 @@ impl fmt::Display for RulesError {
                 command,
                 status,
                 stderr,
-            } => write!(f, "`{command}` failed ({status}): {stderr}"),
+                line,
+            } => {
+                write!(f, "`{command}` failed ({status}): {stderr}")?;
+                match line {
+                    Some(l) => write!(f, " [the failing line: {l}]"),
+                    None => Ok(()),
+                }
+            }
             RulesError::UnknownBackend { version } => write!(
                 f,
                 "cannot tell the backend from `iptables -V` ({version:?}): pass --backend nft or --backend legacy"
@@ -126,8 +138,43 @@ impl Backend {
         if test {
             cmd.arg("--test");
         }
-        run(&mut cmd, Some(script)).map(|_| ())
+        run(&mut cmd, Some(script))
+            .map(|_| ())
+            .map_err(|e| match e {
+                RulesError::Failed {
+                    command,
+                    status,
+                    stderr,
+                    ..
+                } => {
+                    let line = failing_line(&stderr, script);
+                    RulesError::Failed {
+                        command,
+                        status,
+                        stderr,
+                        line,
+                    }
+                }
+                e => e,
+            })
     }
+}
+
+/// The script line an iptables-restore error names ("line 5 failed", "Error occurred
+/// at line: 3", "line 5: CHAIN_DEL failed"), as written.
+pub fn failing_line(stderr: &str, script: &str) -> Option<String> {
+    let rest = stderr.split("line").skip(1).find_map(|after| {
+        let digits: String = after
+            .trim_start_matches([':', ' '])
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse::<usize>().ok()
+    })?;
+    script
+        .lines()
+        .nth(rest.checked_sub(1)?)
+        .map(|l| l.trim().to_string())
 }
 
 /// Runs `cmd` (feeding `stdin` if given); its stdout, or an error naming the command
@@ -164,6 +211,7 @@ fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<String, RulesError> {
             command,
             status: out.status.to_string(),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            line: None,
         })
     }
 }

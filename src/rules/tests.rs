@@ -398,3 +398,23 @@ fn backend_from_iptables_version() {
         "ip6tables-legacy-restore"
     );
 }
+
+#[test]
+fn failing_line_is_read_from_either_tool() {
+    let script = "# head\n*filter\n-D INPUT -j NFQWALL-IN\n-F NFQWALL-IN\n-X NFQWALL-IN\nCOMMIT\n";
+    let line = |stderr| apply::failing_line(stderr, script);
+    assert_eq!(
+        line("iptables-restore: line 5 failed").as_deref(),
+        Some("-X NFQWALL-IN")
+    );
+    assert_eq!(
+        line("iptables-nft-restore v1.8.9 (nf_tables): \nline 5: CHAIN_DEL failed (Device or resource busy): chain NFQWALL-IN").as_deref(),
+        Some("-X NFQWALL-IN")
+    );
+    assert_eq!(
+        line("Chain 'NFQWALL-IN' does not exist\nError occurred at line: 3").as_deref(),
+        Some("-D INPUT -j NFQWALL-IN")
+    );
+    assert_eq!(line("no such thing"), None);
+    assert_eq!(line("line 99 failed"), None);
+}
