@@ -128,6 +128,21 @@ fn roundtrip(backend: &str) {
         "{backend}: second install changed"
     );
 
+    // A dry run says so, and prints what remove would do without doing it.
+    let dry = nfqwall(
+        &ns,
+        &[&["rules", "install", "--dry-run", "--config", &dns][..], &b].concat(),
+    );
+    let dry = String::from_utf8_lossy(&dry.stdout);
+    assert_eq!(
+        dry,
+        "# IPv4: nothing to change\n# IPv6: nothing to change\n"
+    );
+    let dry = nfqwall(&ns, &[&["rules", "remove", "--dry-run"][..], &b].concat());
+    let dry = String::from_utf8_lossy(&dry.stdout);
+    assert_eq!(dry.matches("-X NFQWALL-").count(), 6, "{dry}");
+    assert_eq!(save_both(&ns, backend), once, "{backend}: dry run changed");
+
     // Install another config over it: the stale raw chains go, INPUT is refilled.
     nfqwall_ok(&ns, &["rules", "install", "--backend", backend]);
     let default = save_both(&ns, backend);

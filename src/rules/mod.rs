@@ -287,6 +287,8 @@ impl Match<'_> {
         if !matches.is_empty() {
             let _ = write!(r, " {matches}");
         }
+        // Service names are letters, digits, '-', '_' and '.' (the config checks), so the
+        // comment needs no quoting and reads back from iptables-save unchanged.
         let _ = write!(r, " -m comment --comment {} {jump}", self.name);
         r
     }
