@@ -3,6 +3,7 @@
 //! `main`.
 
 mod replay;
+mod rules;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -35,6 +36,9 @@ pub enum Command {
         #[arg(long)]
         default: bool,
     },
+    /// Render, install or remove the kernel ruleset that feeds nfqwall.
+    #[command(subcommand)]
+    Rules(rules::RulesCommand),
 }
 
 /// Arguments of `nfqwall replay`.
@@ -120,6 +124,7 @@ pub fn load_config(path: Option<&PathBuf>, mode: Option<ModeArg>) -> Result<Conf
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Replay(args) => replay::run(args),
+        Command::Rules(cmd) => rules::run(cmd),
         Command::Check { file } => {
             let config = Config::load(&file)?;
             println!(

@@ -1,0 +1,193 @@
+//! Reading `iptables-save` output and planning transactions from it, without I/O.
+//!
+//! The install and remove transactions depend on what is installed now (a jump is
+//! added only if absent; a stale own chain is deleted), so they are planned from the
+//! parsed save output: [`plan_install`] and [`plan_remove`] return the exact text fed
+//! to `iptables-restore --noflush`, or `None` when there is nothing to change.
+
+use std::collections::BTreeMap;
+
+use super::{OwnChain, Ruleset, TABLES};
+
+/// One table of `iptables-save` output.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SavedTable {
+    /// Declared chains (built-in and user-defined), in save order.
+    pub chains: Vec<String>,
+    /// Rules, each as printed (`-A CHAIN ...`), in save order.
+    pub rules: Vec<String>,
+}
+
+/// Parsed `iptables-save` output of one family: table name to contents.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SaveState {
+    /// The tables present, by name.
+    pub tables: BTreeMap<String, SavedTable>,
+}
+
+impl SaveState {
+    /// Parses `iptables-save` (or `ip6tables-save`) output; comments and counters are
+    /// ignored, unknown lines skipped.
+    pub fn parse(text: &str) -> SaveState {
+        let mut state = SaveState::default();
+        let mut current: Option<String> = None;
+        for line in text.lines() {
+            let line = line.trim_end();
+            if let Some(name) = line.strip_prefix('*') {
+                current = Some(name.to_string());
+                state.tables.entry(name.to_string()).or_default();
+                continue;
+            }
+            let Some(table) = current.as_ref().and_then(|t| state.tables.get_mut(t)) else {
+                continue;
+            };
+            if line == "COMMIT" {
+                current = None;
+            } else if let Some(decl) = line.strip_prefix(':') {
+                if let Some(name) = decl.split_whitespace().next() {
+                    table.chains.push(name.to_string());
+                }
+            } else if line.starts_with("-A ") {
+                table.rules.push(line.to_string());
+            } else if line.starts_with('[') {
+                // `iptables-save -c`: "[pkts:bytes] -A ...".
+                if let Some(i) = line.find("] -A ") {
+                    table.rules.push(line[i + 2..].to_string());
+                }
+            }
+        }
+        state
+    }
+
+    /// Returns true if and only if `chain` exists.
+    pub fn has_chain(&self, chain: OwnChain) -> bool {
+        self.tables
+            .get(chain.table())
+            .is_some_and(|t| t.chains.iter().any(|c| c == chain.name()))
+    }
+
+    /// The rules of `chain` (`-A NAME ...` lines), in order.
+    pub fn chain_rules(&self, chain: OwnChain) -> Vec<&str> {
+        let prefix = format!("-A {} ", chain.name());
+        self.tables
+            .get(chain.table())
+            .map(|t| {
+                t.rules
+                    .iter()
+                    .filter(|r| r.starts_with(&prefix))
+                    .map(String::as_str)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// How many times nfqwall's jump to `chain` appears in its built-in chain.
+    pub fn jump_count(&self, chain: OwnChain) -> usize {
+        let jump = chain.jump_rule();
+        self.tables
+            .get(chain.table())
+            .map(|t| t.rules.iter().filter(|r| **r == jump).count())
+            .unwrap_or(0)
+    }
+
+    /// Returns true if and only if every own chain is exactly as `ruleset` renders it:
+    /// the rendered chains exist with the rendered rules and one jump each, and no other
+    /// own chain exists.
+    pub fn matches(&self, ruleset: &Ruleset) -> bool {
+        OwnChain::ALL.iter().all(|&c| {
+            if ruleset.has(c) {
+                self.has_chain(c)
+                    && self.jump_count(c) == 1
+                    && self.chain_rules(c) == ruleset.rules(c)
+            } else {
+                !self.has_chain(c) && self.jump_count(c) == 0
+            }
+        })
+    }
+}
+
+/// Lines that delete nfqwall's jumps to `chain`, then the chain itself.
+fn delete_lines(state: &SaveState, chain: OwnChain, out: &mut Vec<String>) {
+    for _ in 0..state.jump_count(chain) {
+        out.push(format!("-D {} -j {}", chain.hook(), chain.name()));
+    }
+    if state.has_chain(chain) {
+        out.push(format!("-F {}", chain.name()));
+        out.push(format!("-X {}", chain.name()));
+    }
+}
+
+/// Wraps per-table lines in `*table ... COMMIT`; `None` if no table has any.
+fn transaction(header: &str, per_table: BTreeMap<&str, Vec<String>>) -> Option<String> {
+    if per_table.values().all(Vec::is_empty) {
+        return None;
+    }
+    let mut t = String::from(header);
+    for table in TABLES {
+        let Some(lines) = per_table.get(table).filter(|l| !l.is_empty()) else {
+            continue;
+        };
+        t.push('*');
+        t.push_str(table);
+        t.push('\n');
+        for l in lines {
+            t.push_str(l);
+            t.push('\n');
+        }
+        t.push_str("COMMIT\n");
+    }
+    Some(t)
+}
+
+/// The `iptables-restore --noflush` transaction that makes the own chains of `state`
+/// equal to `ruleset`; `None` if they already are.
+///
+/// Rendered chains are declared (which creates them, or flushes them if they exist)
+/// and refilled; a jump is added only if absent, and extra copies of it are deleted;
+/// own chains the ruleset no longer renders are unhooked, flushed and deleted. All
+/// in one transaction: the kernel sees the old ruleset or the new one, never a mix.
+pub fn plan_install(ruleset: &Ruleset, state: &SaveState) -> Option<String> {
+    if state.matches(ruleset) {
+        return None;
+    }
+    let mut per_table: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for chain in OwnChain::ALL {
+        let lines = per_table.entry(chain.table()).or_default();
+        if ruleset.has(chain) {
+            lines.push(format!(":{} - [0:0]", chain.name()));
+        } else {
+            delete_lines(state, chain, lines);
+        }
+    }
+    for chain in OwnChain::ALL.into_iter().filter(|c| ruleset.has(*c)) {
+        let lines = per_table.entry(chain.table()).or_default();
+        lines.extend(ruleset.rules(chain).iter().cloned());
+    }
+    for chain in OwnChain::ALL.into_iter().filter(|c| ruleset.has(*c)) {
+        let lines = per_table.entry(chain.table()).or_default();
+        match state.jump_count(chain) {
+            0 => lines.push(format!("-I {} -j {}", chain.hook(), chain.name())),
+            n => {
+                for _ in 1..n {
+                    lines.push(format!("-D {} -j {}", chain.hook(), chain.name()));
+                }
+            }
+        }
+    }
+    let header = format!(
+        "# nfqwall rules install: {} transaction\n",
+        ruleset.family.name()
+    );
+    transaction(&header, per_table)
+}
+
+/// The transaction that deletes nfqwall's jumps and own chains from `state`, and
+/// nothing else; `None` if none is installed.
+pub fn plan_remove(state: &SaveState, family: super::Family) -> Option<String> {
+    let mut per_table: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for chain in OwnChain::ALL {
+        delete_lines(state, chain, per_table.entry(chain.table()).or_default());
+    }
+    let header = format!("# nfqwall rules remove: {} transaction\n", family.name());
+    transaction(&header, per_table)
+}
