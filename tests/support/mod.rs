@@ -193,6 +193,16 @@ impl Pair {
                  (ethtool -K {dev} tso off gso off gro off >/dev/null 2>&1 || true)"
             ));
         }
+        // A veth end reports carrier only once both ends are up; wait for it, so the
+        // first packet of a test is not lost to a link still coming up.
+        for (ns, dev) in [(&client, "veth-c"), (&server, "veth-s")] {
+            let up = wait_until(5, || {
+                ns.try_sh(&format!("ip link show dev {dev} | grep -q LOWER_UP"))
+                    .status
+                    .success()
+            });
+            assert!(up, "{dev} in {} never came up", ns.name);
+        }
         Pair { client, server }
     }
 }
