@@ -8,7 +8,9 @@ use crate::engine::patterns::{Pattern, Patterns};
 use crate::engine::peers::PeerTable;
 use crate::engine::policy::{Action, Mode, Policy, PolicyOutcome, RuleId, RuleInput, ServiceId};
 use crate::engine::reason::{Class, Reason, REASON_KINDS};
+use crate::engine::sack_repair::{self, Learned, RepairTable};
 use crate::engine::tracker::{self, Segment};
+use crate::engine::LinkType;
 use crate::wire::tcp_options::TcpOptions;
 use crate::wire::{self, ParseError, Transport};
 use arc_swap::ArcSwap;
@@ -77,6 +79,12 @@ pub struct Decision {
     pub mark: Option<u32>,
     /// The flow's initiator: the peer the patterns are counted against.
     pub peer: Option<IpAddr>,
+    /// The exact middlebox offset to subtract from this packet's SACK blocks, when
+    /// its service asks for `sack_repair` and the offset is known and verified.
+    pub repair_offset: Option<u32>,
+    /// True when [`Engine::decide_mut`] rewrote the packet (the verdict must carry
+    /// the modified bytes).
+    pub rewritten: bool,
 }
 
 impl Decision {
@@ -101,6 +109,8 @@ pub struct Counters {
     pub by_reason: [AtomicU64; REASON_KINDS],
     /// Packets by pattern, indexed like [`Pattern::ALL`].
     pub by_pattern: [AtomicU64; Pattern::ALL.len()],
+    /// Packets whose displaced SACK blocks were rewritten.
+    pub sack_repaired: AtomicU64,
 }
 
 impl Counters {
@@ -112,6 +122,7 @@ impl Counters {
             would_drop: AtomicU64::new(0),
             by_reason: core::array::from_fn(|_| AtomicU64::new(0)),
             by_pattern: core::array::from_fn(|_| AtomicU64::new(0)),
+            sack_repaired: AtomicU64::new(0),
         }
     }
 
@@ -126,12 +137,19 @@ impl Counters {
     }
 }
 
+/// Flows whose SACK offset is being learned at once (each keeps a ring of segment
+/// boundaries; only flows behind a sequence-randomizing middlebox get one).
+const MAX_REPAIRED_FLOWS: usize = 4096;
+/// Seconds without a displaced SACK or data after which a flow's learning is dropped.
+const REPAIR_IDLE_S: u32 = 600;
+
 /// The decision engine. Shared by reference between the threads of a front end.
 pub struct Engine {
     /// Swapped whole on reload; readers never wait.
     policy: ArcSwap<Policy>,
     flows: FlowTable,
     peers: PeerTable,
+    repairs: RepairTable,
     counters: Counters,
 }
 
@@ -141,6 +159,8 @@ struct Tracked {
     reason: Option<Reason>,
     patterns: Patterns,
     peer: Option<IpAddr>,
+    /// A verified exact SACK offset for this packet (used only if the service repairs).
+    repair: Option<u32>,
 }
 
 impl Engine {
@@ -159,6 +179,7 @@ impl Engine {
             policy: ArcSwap::from_pointee(Policy::compile(config)),
             flows: FlowTable::new(config.engine.max_flows as usize, timeouts),
             peers: PeerTable::new(config.engine.max_peers as usize),
+            repairs: RepairTable::new(MAX_REPAIRED_FLOWS),
             counters: Counters::new(),
         }
     }
@@ -192,6 +213,7 @@ impl Engine {
 
     /// Expires idle flows as of `now_ns`; front ends call this about once a second.
     pub fn expire(&self, now_ns: u64) -> usize {
+        self.repairs.expire(secs(now_ns), REPAIR_IDLE_S);
         self.flows.expire(now_ns)
     }
 
@@ -223,6 +245,8 @@ impl Engine {
             logged_rule: None,
             mark: None,
             peer: None,
+            repair_offset: None,
+            rewritten: false,
         };
         let wire_len = if meta.wire_len == 0 {
             bytes.len() as u32
@@ -261,17 +285,20 @@ impl Engine {
                 reason: Some(Reason::Fragment),
                 patterns: Patterns::EMPTY,
                 peer: None,
+                repair: None,
             },
             _ => Tracked {
                 ct: given_ct,
                 reason: None,
                 patterns: Patterns::EMPTY,
                 peer: None,
+                repair: None,
             },
         };
         d.ct_state = tracked.ct;
         d.patterns = tracked.patterns;
         d.peer = tracked.peer;
+        let repair = tracked.repair;
 
         let input = RuleInput {
             proto: pkt.proto,
@@ -285,7 +312,30 @@ impl Engine {
             ip_len: pkt.ip_len,
         };
         let outcome = policy.evaluate(now_ns, &input);
-        self.finish(d, tracked.reason, Some(outcome))
+        let mut d = self.finish(d, tracked.reason, Some(outcome));
+        if d.verdict == Verdict::Accept
+            && outcome
+                .service
+                .and_then(|s| policy.get_service(s))
+                .is_some_and(|s| s.sack_repair())
+        {
+            d.repair_offset = repair;
+        }
+        d
+    }
+
+    /// Judges one packet that starts at its IP header (the live path), and, when the
+    /// decision carries a `repair_offset`, rewrites its SACK blocks in place and sets
+    /// `rewritten` so the front end returns the modified bytes with the verdict.
+    pub fn decide_mut(&self, now_ns: u64, meta: &PacketMeta<'_>, packet: &mut [u8]) -> Decision {
+        let mut d = self.decide(now_ns, meta, packet);
+        if let (Some(offset), LinkType::RawIp) = (d.repair_offset, meta.link) {
+            d.rewritten = sack_repair::rewrite_sack_blocks(packet, offset) > 0;
+            if d.rewritten {
+                self.counters.sack_repaired.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        d
     }
 
     /// Combines the tracker's reason and the policy's outcome under the mode.
@@ -374,6 +424,36 @@ impl Engine {
                     flow.first_is_low = sender_is_low;
                     flow.first_s = secs(now_ns);
                 }
+                let mut verdict = verdict;
+                let mut repair = None;
+                if flow.tcp.sack_offset().is_some() {
+                    // Behind a middlebox: learn the exact offset from segment boundaries.
+                    self.repairs
+                        .note_data(&key, side, seg.seq, seg.payload_len, secs(now_ns));
+                    if let Some(Reason::SackDisplaced {
+                        offset_low,
+                        offset_high,
+                    }) = verdict.reason
+                    {
+                        let learned = self.repairs.learn(
+                            &key,
+                            side ^ 1,
+                            options.sack.as_slice(),
+                            (offset_low, offset_high),
+                            secs(now_ns),
+                        );
+                        if let Learned::Exact(off) | Learned::Unverified(off) = learned {
+                            flow.tcp.pin_sack_offset(off);
+                            verdict.reason = Some(Reason::SackDisplaced {
+                                offset_low: off,
+                                offset_high: off,
+                            });
+                        }
+                        if let Learned::Exact(off) = learned {
+                            repair = Some(off);
+                        }
+                    }
+                }
                 flow.last_s = secs(now_ns);
                 flow.packets = flow.packets.saturating_add(1);
                 if !patterns.is_empty() {
@@ -390,9 +470,9 @@ impl Engine {
                     pkt.dst
                 };
                 let new = lookup == Lookup::Created || verdict.reopened;
-                (verdict.reason, patterns, new, initiator)
+                (verdict.reason, patterns, new, initiator, repair)
             });
-        let Some((reason, patterns, new, initiator)) = result else {
+        let Some((reason, patterns, new, initiator, repair)) = result else {
             // No room for the flow: judge what can be judged without state.
             let reason = if !tracker::flags_are_valid(seg.flags) {
                 Some(Reason::ImpossibleFlags(seg.flags))
@@ -407,6 +487,7 @@ impl Engine {
                 reason,
                 patterns: Patterns::EMPTY,
                 peer: Some(pkt.src),
+                repair: None,
             };
         };
         let ct = match hint {
@@ -434,6 +515,7 @@ impl Engine {
             reason,
             patterns,
             peer: Some(initiator),
+            repair,
         }
     }
 
@@ -471,6 +553,7 @@ impl Engine {
             },
             patterns: Patterns::EMPTY,
             peer: None,
+            repair: None,
         }
     }
 

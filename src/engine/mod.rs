@@ -15,6 +15,7 @@ pub mod peers;
 pub mod policy;
 pub mod rate;
 pub mod reason;
+pub mod sack_repair;
 pub mod seq;
 pub mod tracker;
 

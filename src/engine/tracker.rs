@@ -211,6 +211,14 @@ impl TcpTracker {
         (self.sack_offset.hits > 0).then_some(self.sack_offset)
     }
 
+    /// Pins the SACK displacement to an offset known exactly (by
+    /// [`crate::engine::sack_repair`]).
+    pub fn pin_sack_offset(&mut self, offset: u32) {
+        self.sack_offset.low = offset;
+        self.sack_offset.high = offset;
+        self.sack_offset.hits = self.sack_offset.hits.max(1);
+    }
+
     /// Returns true if and only if a segment from `from` was the flow's first and the
     /// tracker has not seen the other side yet.
     pub fn is_one_sided(&self) -> bool {

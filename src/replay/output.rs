@@ -90,6 +90,9 @@ pub fn packet_json(out: &mut String, o: &FrameOutcome, policy: &Policy) {
     if let Some(offset) = d.reason.and_then(|r| r.offset_estimate()) {
         let _ = write!(out, ",\"offset\":{offset}");
     }
+    if d.repair_offset.is_some() {
+        out.push_str(",\"sack_repair\":true");
+    }
     out.push_str("}\n");
 }
 
