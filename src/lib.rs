@@ -6,6 +6,9 @@
 //! move bytes into it: the live NFQUEUE loop and the offline capture replay.
 
 pub mod config;
+pub mod daemon;
 pub mod engine;
+pub mod events;
 pub mod replay;
+pub mod stats;
 pub mod wire;

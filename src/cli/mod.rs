@@ -3,6 +3,8 @@
 //! `main`.
 
 mod replay;
+mod run;
+mod stats;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -35,6 +37,10 @@ pub enum Command {
         #[arg(long)]
         default: bool,
     },
+    /// Run the firewall: judge the packets the kernel queues (NFQUEUE) until SIGTERM.
+    Run(run::RunArgs),
+    /// Show the running daemon's counters and the kernel's queue counters.
+    Stats(stats::StatsArgs),
 }
 
 /// Arguments of `nfqwall replay`.
@@ -120,6 +126,8 @@ pub fn load_config(path: Option<&PathBuf>, mode: Option<ModeArg>) -> Result<Conf
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Replay(args) => replay::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Stats(args) => stats::run(args),
         Command::Check { file } => {
             let config = Config::load(&file)?;
             println!(

@@ -170,8 +170,18 @@ impl Pair {
         let client = Netns::new(&format!("{prefix}c"));
         let server = Netns::new(&format!("{prefix}s"));
         run(Command::new("ip").args([
-            "link", "add", "veth-c", "netns", &client.name, "type", "veth", "peer", "name",
-            "veth-s", "netns", &server.name,
+            "link",
+            "add",
+            "veth-c",
+            "netns",
+            &client.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth-s",
+            "netns",
+            &server.name,
         ]));
         for (ns, dev, v4, v6) in [
             (&client, "veth-c", "192.0.2.1/24", "2001:db8::1/64"),
