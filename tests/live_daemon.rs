@@ -602,3 +602,39 @@ fn live_event_rate_limit_counts_suppressed() {
     assert!(suppressed > 0 && written >= 2, "{written} {suppressed}");
     assert_eq!(w.stats()["events"]["suppressed"], suppressed);
 }
+
+/// A rule with `mark` sets the packet mark on its accept verdict; later rules see it.
+#[test]
+fn live_rule_mark_is_set_on_the_packet() {
+    if !support::require_root("live_rule_mark_is_set_on_the_packet") {
+        return;
+    }
+    // Queue in mangle PREROUTING so that filter INPUT, a later hook, sees the mark.
+    let rules = "iptables -t mangle -A PREROUTING -p tcp --dport 80 -m conntrack \
+                 --ctstate NEW,INVALID -j NFQUEUE --queue-num 0 --queue-bypass && \
+                 iptables -A INPUT -p tcp --dport 80 -m mark --mark 0x10 -j ACCEPT";
+    let mut w = Live::new("mark", rules);
+    w.write_config(&web_config(
+        "enforce",
+        "",
+        "[[service.rule]]\nname = \"tag-4\"\naction = \"accept\"\nsource = [\"192.0.2.4/32\"]\nmark = 16\n",
+    ));
+    w.http_server();
+    w.start_daemon();
+    let marked = || {
+        let out = w.pair.server.sh_out("iptables -L INPUT -v -x -n");
+        out.lines()
+            .find(|l| l.contains("mark match 0x10"))
+            .and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap()
+    };
+    assert!(w.curl("192.0.2.1", &url(false, 80), 5));
+    assert_eq!(marked(), 0);
+    assert!(w.curl("192.0.2.4", &url(false, 80), 5));
+    assert_eq!(marked(), 1, "the SYN of .4 carries mark 16");
+    let tagged = w.events_where(|e| e["rule"] == "tag-4");
+    assert!(
+        tagged.is_empty(),
+        "a plain accept by rule is not notable: {tagged:?}"
+    );
+}
