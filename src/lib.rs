@@ -6,7 +6,10 @@
 //! move bytes into it: the live NFQUEUE loop and the offline capture replay.
 
 pub mod config;
+pub mod daemon;
 pub mod engine;
+pub mod events;
 pub mod replay;
 pub mod rules;
+pub mod stats;
 pub mod wire;

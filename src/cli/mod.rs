@@ -4,6 +4,8 @@
 
 mod replay;
 mod rules;
+mod run;
+mod stats;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -39,6 +41,10 @@ pub enum Command {
     /// Render, install or remove the kernel ruleset that feeds nfqwall.
     #[command(subcommand)]
     Rules(rules::RulesCommand),
+    /// Run the firewall: judge the packets the kernel queues (NFQUEUE) until SIGTERM.
+    Run(run::RunArgs),
+    /// Show the running daemon's counters and the kernel's queue counters.
+    Stats(stats::StatsArgs),
 }
 
 /// Arguments of `nfqwall replay`.
@@ -125,6 +131,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Replay(args) => replay::run(args),
         Command::Rules(cmd) => rules::run(cmd),
+        Command::Run(args) => run::run(args),
+        Command::Stats(args) => stats::run(args),
         Command::Check { file } => {
             let config = Config::load(&file)?;
             println!(

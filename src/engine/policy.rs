@@ -430,6 +430,29 @@ impl Policy {
         self.services.get(usize::from(id.0))
     }
 
+    /// The first service whose protocol, destination port and destination address
+    /// match, without judging anything (no rule runs, no rate token is spent). The live
+    /// front end uses it to tell an untracked packet from an INVALID one.
+    pub fn find_service(
+        &self,
+        proto: u8,
+        dst: IpAddr,
+        dport: Option<u16>,
+    ) -> Option<&ServicePolicy> {
+        let input = RuleInput {
+            proto,
+            src: dst,
+            dst,
+            sport: None,
+            dport,
+            tcp_flags: None,
+            ct_state: CtState::New,
+            in_iface: None,
+            ip_len: 0,
+        };
+        self.services.iter().find(|s| s.matches(&input))
+    }
+
     /// All services in config order.
     pub fn services(&self) -> &[ServicePolicy] {
         &self.services

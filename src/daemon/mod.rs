@@ -1,0 +1,602 @@
+//! The live front end: `nfqwall run`.
+//!
+//! One NFQUEUE binding and one thread per queue number; each thread does recv ->
+//! [`Engine::decide`] -> verdict inline ([`queue`]). The main thread owns everything
+//! slow: signals (SIGTERM/SIGINT stop, SIGHUP reloads), load-shedding decisions from
+//! the kernel's queue backlog, flow expiry, the systemd watchdog, the stats socket
+//! ([`crate::stats`]) and the ruleset ([`Ruleset`]). Events go to one writer thread
+//! ([`crate::events`]).
+//!
+//! Fail-open layers, outermost first: `--queue-bypass` on the NFQUEUE rules (no
+//! listener: accept); the queue's fail-open flag (kernel queue full: accept); load
+//! shedding here (backlog above half the queue: accept uninspected, counted as
+//! `shed`); a panic while judging one packet accepts that packet (`internal_error`).
+
+pub mod ct;
+pub mod iface;
+pub mod queue;
+pub mod verdict;
+
+use crate::config::{Config, QueueRange};
+use crate::engine::patterns::Pattern;
+use crate::engine::reason::REASON_KINDS;
+use crate::engine::{Engine, Reason};
+use crate::events::{self, wall_ns, EventCounters, EventSink, RateGate, Writer, WriterConfig};
+use crate::stats::{self, Snapshot, StatsServer};
+use ct::CtSource;
+use queue::QueueShared;
+use serde_json::json;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use std::fmt;
+use std::os::unix::thread::JoinHandleExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use verdict::Shedding;
+
+/// The iptables/ip6tables ruleset that sends packets to the queues. `run` installs it
+/// after binding the queues, replaces it on SIGHUP, and removes it on exit.
+pub trait Ruleset {
+    /// Installs the ruleset for `config`.
+    fn install(&mut self, config: &Config) -> Result<(), String>;
+    /// Replaces the installed ruleset with the one for `config`, atomically.
+    fn replace(&mut self, config: &Config) -> Result<(), String>;
+    /// Removes exactly what `install`/`replace` added.
+    fn remove(&mut self) -> Result<(), String>;
+    /// A short description for events (`"none"` when rules are managed elsewhere).
+    fn describe(&self) -> String;
+}
+
+/// `--no-rules`: the operator (or a test) manages the NFQUEUE rules.
+pub struct NoRules;
+
+impl Ruleset for NoRules {
+    fn install(&mut self, _: &Config) -> Result<(), String> {
+        Ok(())
+    }
+    fn replace(&mut self, _: &Config) -> Result<(), String> {
+        Ok(())
+    }
+    fn remove(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        "none (--no-rules)".into()
+    }
+}
+
+/// Loads the configuration (at start and on every SIGHUP), with command-line
+/// overrides applied; the error is the message to log.
+pub type Loader = Box<dyn Fn() -> Result<Config, String>>;
+
+/// What `nfqwall run` was asked to do.
+pub struct RunOptions {
+    /// Loads the config.
+    pub load: Loader,
+    /// The config file, for events and stats (`None`: built-in default).
+    pub config_path: Option<PathBuf>,
+    /// Path of the stats socket.
+    pub stats_socket: PathBuf,
+}
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug)]
+pub enum DaemonError {
+    /// The config did not load.
+    Config(String),
+    /// A queue could not be set up.
+    Queue {
+        /// The queue number.
+        queue: u16,
+        /// What was being done.
+        what: &'static str,
+        /// The system error.
+        source: std::io::Error,
+    },
+    /// Other system set-up (signals, threads, the event log).
+    Io(&'static str, std::io::Error),
+    /// Installing the ruleset failed.
+    Rules(String),
+    /// A queue thread ended by itself.
+    QueueThreadDied(u16),
+}
+
+impl fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DaemonError::Config(e) => write!(f, "config: {e}"),
+            DaemonError::Queue {
+                queue,
+                what,
+                source,
+            } => {
+                write!(f, "NFQUEUE {queue}: cannot {what}: {source}")
+            }
+            DaemonError::Io(what, e) => write!(f, "cannot {what}: {e}"),
+            DaemonError::Rules(e) => write!(f, "rules: {e}"),
+            DaemonError::QueueThreadDied(q) => {
+                write!(f, "the thread of NFQUEUE {q} ended unexpectedly (bug; exiting so the supervisor restarts nfqwall)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+/// State shared by the main thread and the queue threads.
+pub struct Shared {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// Set once to stop.
+    pub stop: AtomicBool,
+    /// One entry per queue, in queue order.
+    pub queues: Vec<QueueShared>,
+    start: Instant,
+}
+
+impl Shared {
+    /// Monotonic ns since start: the engine's clock.
+    #[inline]
+    pub fn mono_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+}
+
+/// Counters the main thread keeps.
+#[derive(Default)]
+struct MainCounters {
+    reloads: AtomicU64,
+    reload_failures: AtomicU64,
+}
+
+/// A no-op handler: its only job is to interrupt a queue thread's blocking `recv`.
+extern "C" fn wake(_: libc::c_int) {}
+
+/// Installs [`wake`] for SIGUSR1 without `SA_RESTART`, so `recv` returns `EINTR`.
+fn install_wake_handler() -> std::io::Result<()> {
+    // SAFETY: a zeroed sigaction is valid; the handler is async-signal-safe (empty).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = wake as *const () as usize;
+        sa.sa_flags = 0;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn sd_notify(states: &[sd_notify::NotifyState]) {
+    let _ = sd_notify::notify(states);
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. Returns after a clean shutdown: every
+/// packet in hand has a verdict, the queues are unbound, the ruleset is removed and
+/// the event log is flushed.
+pub fn run(opts: RunOptions, mut rules: Box<dyn Ruleset>) -> Result<(), DaemonError> {
+    let config = (opts.load)().map_err(DaemonError::Config)?;
+    let engine = Arc::new(Engine::new(&config));
+    let gate = Arc::new(RateGate::new(config.daemon.log_rate_per_reason));
+    let counters = Arc::new(EventCounters::default());
+    let summary_interval = Arc::new(AtomicU32::new(config.daemon.summary_interval));
+    let (tx, rx) = crossbeam_channel::bounded(events::CHANNEL_CAPACITY);
+    let writer = Writer::spawn(
+        WriterConfig {
+            target: config.daemon.log.clone(),
+            summary_interval: Arc::clone(&summary_interval),
+            gate: Arc::clone(&gate),
+            counters: Arc::clone(&counters),
+            engine: Arc::clone(&engine),
+        },
+        rx,
+    )
+    .map_err(|e| DaemonError::Io("open the event log", e))?;
+    let sink = EventSink::new(tx, Arc::clone(&gate), Arc::clone(&counters));
+
+    // Registered before anything is bound, so a TERM during start-up is not lost.
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| DaemonError::Io("register signal handlers", e))?;
+    install_wake_handler().map_err(|e| DaemonError::Io("install the SIGUSR1 handler", e))?;
+
+    let QueueRange { first, last } = config.daemon.queues;
+    let shared = Arc::new(Shared {
+        engine: Arc::clone(&engine),
+        stop: AtomicBool::new(false),
+        queues: (first..=last)
+            .map(|n| QueueShared {
+                number: n,
+                ..QueueShared::default()
+            })
+            .collect(),
+        start: Instant::now(),
+    });
+    let mut daemon = Daemon {
+        shared,
+        sink,
+        workers: Vec::new(),
+        writer: Some(writer),
+        rules_installed: false,
+        stats: None,
+        main_counters: Arc::new(MainCounters::default()),
+        gate,
+        summary_interval,
+        config,
+        opts,
+        ct_source: CtSource::Inferred,
+    };
+    let result = daemon
+        .start(&mut *rules)
+        .and_then(|()| daemon.serve(&mut signals, &mut *rules));
+    daemon.shutdown(&mut *rules, result.as_ref().err());
+    result
+}
+
+struct Daemon {
+    shared: Arc<Shared>,
+    sink: EventSink,
+    workers: Vec<JoinHandle<()>>,
+    writer: Option<JoinHandle<()>>,
+    rules_installed: bool,
+    stats: Option<StatsServer>,
+    main_counters: Arc<MainCounters>,
+    gate: Arc<RateGate>,
+    summary_interval: Arc<AtomicU32>,
+    config: Config,
+    opts: RunOptions,
+    ct_source: CtSource,
+}
+
+impl Daemon {
+    /// Binds the queues, starts their threads, installs the rules, opens the stats
+    /// socket, and tells systemd it is ready.
+    fn start(&mut self, rules: &mut dyn Ruleset) -> Result<(), DaemonError> {
+        let d = &self.config.daemon;
+        let mut bound = Vec::new();
+        for qs in &self.shared.queues {
+            bound.push(queue::bind(qs.number, d.queue_maxlen, d.fail_open)?);
+        }
+        self.ct_source = if bound.iter().all(|(_, s)| *s == CtSource::Kernel) {
+            CtSource::Kernel
+        } else {
+            CtSource::Inferred
+        };
+        for (index, (q, source)) in bound.into_iter().enumerate() {
+            let shared = Arc::clone(&self.shared);
+            let sink = self.sink.clone();
+            let name = format!("nfqwall-q{}", shared.queues[index].number);
+            let h = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || queue::run(q, index, source, &shared, &sink))
+                .map_err(|e| DaemonError::Io("start a queue thread", e))?;
+            self.workers.push(h);
+        }
+        rules.install(&self.config).map_err(DaemonError::Rules)?;
+        self.rules_installed = true;
+
+        let snapshot = self.snapshot_fn();
+        match StatsServer::start(&self.opts.stats_socket, snapshot) {
+            Ok(s) => self.stats = Some(s),
+            Err(e) => {
+                // Stats are for the operator; the firewall runs without them.
+                self.notice(
+                    "warning",
+                    json!({"detail": format!("stats socket {} unavailable: {e} (nfqwall stats will not work)", self.opts.stats_socket.display())}),
+                );
+            }
+        }
+        if self.ct_source == CtSource::Inferred {
+            self.notice(
+                "warning",
+                json!({"detail": "the kernel does not attach conntrack state to queued packets (no CONFIG_NETFILTER_NETLINK_GLUE_CT): nfqwall infers NEW, INVALID and UNTRACKED from the packet and the service"}),
+            );
+        }
+        let d = &self.config.daemon;
+        self.notice(
+            "start",
+            json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "pid": std::process::id(),
+                "config": self.opts.config_path.as_ref().map(|p| p.display().to_string()),
+                "mode": d.mode.name(),
+                "queues": self.shared.queues.iter().map(|q| q.number).collect::<Vec<_>>(),
+                "queue_maxlen": d.queue_maxlen,
+                "fail_open": d.fail_open,
+                "ct_source": self.ct_source.name(),
+                "rules": rules.describe(),
+                "services": self.config.services.len(),
+                "stats_socket": self.opts.stats_socket.display().to_string(),
+            }),
+        );
+        sd_notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status("judging packets"),
+        ]);
+        Ok(())
+    }
+
+    fn notice(&self, kind: &str, fields: serde_json::Value) {
+        self.sink.notice(wall_ns(), kind, fields);
+    }
+
+    /// The main loop: signals, shedding, expiry, watchdog. Returns on SIGTERM/SIGINT.
+    fn serve(
+        &mut self,
+        signals: &mut signal_hook::iterator::Signals,
+        rules: &mut dyn Ruleset,
+    ) -> Result<(), DaemonError> {
+        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+        let mut next_ping = Instant::now();
+        let mut next_expire = Instant::now() + Duration::from_secs(1);
+        let shedding = Shedding::for_maxlen(self.config.daemon.queue_maxlen);
+        loop {
+            for sig in signals.pending() {
+                match sig {
+                    SIGHUP => self.reload(rules),
+                    _ => {
+                        self.notice(
+                            "stopping",
+                            json!({"signal": if sig == SIGINT { "SIGINT" } else { "SIGTERM" }}),
+                        );
+                        return Ok(());
+                    }
+                }
+            }
+            for (h, qs) in self.workers.iter().zip(&self.shared.queues) {
+                if h.is_finished() {
+                    return Err(DaemonError::QueueThreadDied(qs.number));
+                }
+            }
+            self.update_shedding(shedding);
+            let now = Instant::now();
+            if now >= next_expire {
+                next_expire = now + Duration::from_secs(1);
+                self.shared.engine.expire(self.shared.mono_ns());
+            }
+            if let Some(every) = watchdog {
+                if now >= next_ping && self.healthy() {
+                    next_ping = now + every;
+                    sd_notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Returns true if and only if no queue thread has held one packet for 10 s.
+    fn healthy(&self) -> bool {
+        let now = self.shared.mono_ns();
+        self.shared.queues.iter().all(|q| {
+            let b = q.busy_since.load(Ordering::Relaxed);
+            b == 0 || now.saturating_sub(b) < 10_000_000_000
+        })
+    }
+
+    /// Sets each queue's shedding flag from the kernel's backlog.
+    fn update_shedding(&self, s: Shedding) {
+        let kernel = stats::read_kernel_queues();
+        for qs in &self.shared.queues {
+            let Some(k) = kernel.iter().find(|k| k.queue == qs.number) else {
+                continue;
+            };
+            let was = qs.shedding.load(Ordering::Relaxed);
+            let now = s.next(was, k.queue_total);
+            if now != was {
+                qs.shedding.store(now, Ordering::Relaxed);
+                self.notice(
+                    if now { "shedding_start" } else { "shedding_stop" },
+                    json!({
+                        "queue": qs.number,
+                        "backlog": k.queue_total,
+                        "queue_maxlen": self.config.daemon.queue_maxlen,
+                        "shed_total": qs.shed.load(Ordering::Relaxed),
+                        "detail": if now {
+                            "kernel queue backlog at half its length: accepting uninspected (load shedding)"
+                        } else {
+                            "backlog drained: inspecting again"
+                        },
+                    }),
+                );
+            }
+        }
+    }
+
+    /// SIGHUP: load the config; on success replace the rules, then the policy. A
+    /// config that does not load, or rules that do not install, leave everything as
+    /// it was.
+    fn reload(&mut self, rules: &mut dyn Ruleset) {
+        sd_notify(&[sd_notify::NotifyState::Reloading]);
+        let path = self
+            .opts
+            .config_path
+            .as_ref()
+            .map(|p| p.display().to_string());
+        let outcome = (self.opts.load)().and_then(|cfg| {
+            rules
+                .replace(&cfg)
+                .map_err(|e| format!("rules: {e}"))
+                .map(|()| cfg)
+        });
+        match outcome {
+            Ok(cfg) => {
+                self.shared.engine.reload(&cfg);
+                self.gate.set_limit(cfg.daemon.log_rate_per_reason);
+                self.summary_interval
+                    .store(cfg.daemon.summary_interval, Ordering::Relaxed);
+                let old = &self.config.daemon;
+                let new = &cfg.daemon;
+                let mut needs_restart = Vec::new();
+                if old.queues != new.queues {
+                    needs_restart.push("daemon.queues");
+                }
+                if old.queue_maxlen != new.queue_maxlen {
+                    needs_restart.push("daemon.queue_maxlen");
+                }
+                if old.fail_open != new.fail_open {
+                    needs_restart.push("daemon.fail_open");
+                }
+                if old.log != new.log {
+                    needs_restart.push("daemon.log");
+                }
+                if self.config.engine != cfg.engine {
+                    needs_restart.push("engine");
+                }
+                self.main_counters.reloads.fetch_add(1, Ordering::Relaxed);
+                self.notice(
+                    "reload",
+                    json!({
+                        "config": path,
+                        "mode": new.mode.name(),
+                        "services": cfg.services.len(),
+                        "rules": cfg.services.iter().map(|s| s.rules.len()).sum::<usize>(),
+                        "unchanged_until_restart": needs_restart,
+                    }),
+                );
+                self.config = cfg;
+            }
+            Err(e) => {
+                self.main_counters
+                    .reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                eprintln!("nfqwall: reload refused, keeping the running config: {e}");
+                self.notice(
+                    "reload_failed",
+                    json!({
+                        "config": path,
+                        "error": e,
+                        "detail": "the new config was refused; the running config and rules stay in force",
+                    }),
+                );
+            }
+        }
+        sd_notify(&[sd_notify::NotifyState::Ready]);
+    }
+
+    /// Builds the closure the stats socket calls for each snapshot.
+    fn snapshot_fn(&self) -> impl Fn() -> Snapshot + Send + 'static {
+        let shared = Arc::clone(&self.shared);
+        let counters = self.sink.clone();
+        let main = Arc::clone(&self.main_counters);
+        let config_path = self
+            .opts
+            .config_path
+            .as_ref()
+            .map(|p| p.display().to_string());
+        let mode = self.config.daemon.mode.name().to_string();
+        let ct_source = self.ct_source.name().to_string();
+        let started = Mutex::new(Instant::now());
+        move || {
+            let e = &shared.engine;
+            let c = e.counters();
+            let r = |i: usize| c.by_reason[i].load(Ordering::Relaxed);
+            let ec = counters.counters();
+            let numbers: Vec<u16> = shared.queues.iter().map(|q| q.number).collect();
+            Snapshot {
+                pid: std::process::id(),
+                uptime_s: started.lock().map(|s| s.elapsed().as_secs()).unwrap_or(0),
+                config: config_path.clone(),
+                mode: mode.clone(),
+                ct_source: ct_source.clone(),
+                packets: c.packets.load(Ordering::Relaxed),
+                accepted: c.accepted.load(Ordering::Relaxed),
+                dropped: c.dropped.load(Ordering::Relaxed),
+                would_drop: c.would_drop.load(Ordering::Relaxed),
+                by_reason: (0..REASON_KINDS)
+                    .map(|i| (Reason::NAMES[i].to_string(), r(i)))
+                    .collect(),
+                by_pattern: Pattern::ALL
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        (
+                            p.name().to_string(),
+                            c.by_pattern[i].load(Ordering::Relaxed),
+                        )
+                    })
+                    .collect(),
+                shed: r(Reason::Shed.index()),
+                internal_errors: r(Reason::InternalError.index()),
+                events: stats::EventStats {
+                    written: ec.written.load(Ordering::Relaxed),
+                    suppressed: ec.suppressed.load(Ordering::Relaxed),
+                    channel_full: ec.channel_full.load(Ordering::Relaxed),
+                    write_errors: ec.write_errors.load(Ordering::Relaxed),
+                },
+                flows: e.flows().len() as u64,
+                peers: e.peers().len() as u64,
+                rss_bytes: stats::rss_bytes(),
+                reloads: main.reloads.load(Ordering::Relaxed),
+                reload_failures: main.reload_failures.load(Ordering::Relaxed),
+                queues: shared
+                    .queues
+                    .iter()
+                    .map(|q| stats::QueueStats {
+                        queue: q.number,
+                        packets: q.packets.load(Ordering::Relaxed),
+                        shed: q.shed.load(Ordering::Relaxed),
+                        shedding: q.shedding.load(Ordering::Relaxed),
+                        socket_errors: q.socket_errors.load(Ordering::Relaxed),
+                    })
+                    .collect(),
+                kernel: stats::read_kernel_queues()
+                    .into_iter()
+                    .filter(|k| numbers.contains(&k.queue))
+                    .collect(),
+            }
+        }
+    }
+
+    /// Stops in order: rules out (no new packets queued), queue threads woken and
+    /// joined (each gives a verdict on what is waiting, then unbinds), stats socket
+    /// closed, last event written and the log flushed.
+    fn shutdown(&mut self, rules: &mut dyn Ruleset, error: Option<&DaemonError>) {
+        sd_notify(&[sd_notify::NotifyState::Stopping]);
+        if self.rules_installed {
+            if let Err(e) = rules.remove() {
+                eprintln!("nfqwall: removing the rules failed: {e}");
+                self.notice(
+                    "warning",
+                    json!({"detail": format!("removing the rules failed: {e}")}),
+                );
+            }
+            self.rules_installed = false;
+        }
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for h in self.workers.drain(..) {
+            // A signal that lands between the stop check and recv is lost: repeat it.
+            while !h.is_finished() {
+                // SAFETY: the thread is alive (not finished and not joined), so its
+                // pthread_t is valid.
+                unsafe { libc::pthread_kill(h.as_pthread_t(), libc::SIGUSR1) };
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = h.join();
+        }
+        self.stats = None;
+        let c = self.shared.engine.counters();
+        self.notice(
+            "stop",
+            json!({
+                "error": error.map(|e| e.to_string()),
+                "packets": c.packets.load(Ordering::Relaxed),
+                "accepted": c.accepted.load(Ordering::Relaxed),
+                "dropped": c.dropped.load(Ordering::Relaxed),
+                "would_drop": c.would_drop.load(Ordering::Relaxed),
+                "shed": c.by_reason[Reason::Shed.index()].load(Ordering::Relaxed),
+                "events_suppressed": self.sink.counters().suppressed.load(Ordering::Relaxed),
+            }),
+        );
+        // Dropping the last sender ends the writer, which reports and flushes.
+        let (dead_tx, _) = crossbeam_channel::bounded(1);
+        self.sink = EventSink::new(
+            dead_tx,
+            Arc::clone(&self.gate),
+            Arc::new(EventCounters::default()),
+        );
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}

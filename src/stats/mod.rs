@@ -1,0 +1,293 @@
+//! `nfqwall stats`: the running daemon's counters, served over a Unix socket.
+//!
+//! The daemon listens on a Unix stream socket (default `/run/nfqwall/stats.sock`,
+//! mode 0600, so only root reads it). Each connection gets one JSON [`Snapshot`] and
+//! is closed; nothing is read from the client. The snapshot includes the kernel's
+//! per-queue counters from `/proc/net/netfilter/nfnetlink_queue`, read by the daemon
+//! in its own network namespace, so `nfqwall stats` can run anywhere the socket is.
+
+mod server;
+
+pub use server::StatsServer;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+/// Default path of the stats socket.
+pub const DEFAULT_SOCKET: &str = "/run/nfqwall/stats.sock";
+
+/// Where the kernel lists NFQUEUE instances.
+pub const PROC_QUEUES: &str = "/proc/net/netfilter/nfnetlink_queue";
+
+/// One kernel queue's counters, as `/proc/net/netfilter/nfnetlink_queue` shows them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelQueue {
+    /// Queue number.
+    pub queue: u16,
+    /// Netlink port id of the listener.
+    pub peer_portid: u32,
+    /// Packets waiting for a verdict now.
+    pub queue_total: u32,
+    /// Packets the kernel dropped (or, with fail-open, accepted) because the queue was full.
+    pub queue_dropped: u64,
+    /// Packets the kernel could not deliver to nfqwall's socket (receive buffer full).
+    pub user_dropped: u64,
+    /// Last packet id handed out (packets queued since bind).
+    pub id_sequence: u64,
+}
+
+/// Parses the text of `/proc/net/netfilter/nfnetlink_queue`; lines that do not parse
+/// are skipped.
+pub fn parse_kernel_queues(text: &str) -> Vec<KernelQueue> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 8 {
+                return None;
+            }
+            Some(KernelQueue {
+                queue: f[0].parse().ok()?,
+                peer_portid: f[1].parse::<i64>().ok()? as u32,
+                queue_total: f[2].parse().ok()?,
+                queue_dropped: f[5].parse().ok()?,
+                user_dropped: f[6].parse().ok()?,
+                id_sequence: f[7].parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Reads the kernel's queue counters in the caller's network namespace.
+pub fn read_kernel_queues() -> Vec<KernelQueue> {
+    std::fs::read_to_string(PROC_QUEUES)
+        .map(|t| parse_kernel_queues(&t))
+        .unwrap_or_default()
+}
+
+/// Resident set size of this process in bytes (from `/proc/self/statm`).
+pub fn rss_bytes() -> u64 {
+    let pages: u64 = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * page.max(0) as u64
+}
+
+/// Per-queue counters kept by the daemon's queue threads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Queue number.
+    pub queue: u16,
+    /// Packets received from this queue.
+    pub packets: u64,
+    /// Packets accepted uninspected here because the thread fell behind.
+    pub shed: u64,
+    /// Whether the thread is shedding now.
+    pub shedding: bool,
+    /// recv or verdict errors on the socket.
+    pub socket_errors: u64,
+}
+
+/// Event-path counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventStats {
+    /// Lines written.
+    pub written: u64,
+    /// Events over `log_rate_per_reason`, counted and not written.
+    pub suppressed: u64,
+    /// Events lost because the channel to the writer was full.
+    pub channel_full: u64,
+    /// Lines that failed to write.
+    pub write_errors: u64,
+}
+
+/// Everything `nfqwall stats` shows. Field names are the JSON contract.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Daemon process id.
+    pub pid: u32,
+    /// Seconds since start.
+    pub uptime_s: u64,
+    /// Config file in use (`null`: the built-in default).
+    pub config: Option<String>,
+    /// Default mode.
+    pub mode: String,
+    /// Where conntrack states come from: `kernel` or `inferred`.
+    pub ct_source: String,
+    /// Packets judged or accepted uninspected, over all queues.
+    pub packets: u64,
+    /// Accept verdicts.
+    pub accepted: u64,
+    /// Drop verdicts.
+    pub dropped: u64,
+    /// Log-only accepts that enforce would have dropped.
+    pub would_drop: u64,
+    /// Verdicts by reason name (every reason listed, zeros included).
+    pub by_reason: BTreeMap<String, u64>,
+    /// Packets by retransmission pattern (every pattern listed).
+    pub by_pattern: BTreeMap<String, u64>,
+    /// Packets accepted uninspected by load shedding (= `by_reason.shed`).
+    pub shed: u64,
+    /// Packets accepted because judging panicked (= `by_reason.internal_error`).
+    pub internal_errors: u64,
+    /// Event-path counters.
+    pub events: EventStats,
+    /// Flows tracked now.
+    pub flows: u64,
+    /// Peers with pattern counters now.
+    pub peers: u64,
+    /// Resident memory, bytes.
+    pub rss_bytes: u64,
+    /// Successful reloads.
+    pub reloads: u64,
+    /// Reloads refused (bad config; the old one stayed).
+    pub reload_failures: u64,
+    /// Per-queue counters of the daemon's threads.
+    pub queues: Vec<QueueStats>,
+    /// The kernel's counters for the daemon's queues.
+    pub kernel: Vec<KernelQueue>,
+}
+
+/// Why `nfqwall stats` could not get a snapshot.
+#[derive(Debug)]
+pub enum StatsError {
+    /// Connecting or reading failed (daemon not running, wrong path, not root).
+    Io(String, std::io::Error),
+    /// The daemon answered something that is not a snapshot.
+    Parse(serde_json::Error),
+}
+
+impl std::fmt::Display for StatsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StatsError::Io(path, e) => write!(
+                f,
+                "cannot read stats from {path}: {e} (is `nfqwall run` running, and are you root?)"
+            ),
+            StatsError::Parse(e) => write!(f, "stats socket sent an unreadable snapshot: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StatsError {}
+
+/// Connects to the stats socket and reads one snapshot.
+pub fn fetch(path: &Path) -> Result<(Snapshot, String), StatsError> {
+    let io = |e| StatsError::Io(path.display().to_string(), e);
+    let mut s = std::os::unix::net::UnixStream::connect(path).map_err(io)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .map_err(io)?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(io)?;
+    let snap = serde_json::from_str(&text).map_err(StatsError::Parse)?;
+    Ok((snap, text))
+}
+
+/// The snapshot as a human-readable table.
+pub fn render_table(s: &Snapshot) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "nfqwall pid {}  up {}s  mode {}  conntrack state: {}  config: {}",
+        s.pid,
+        s.uptime_s,
+        s.mode,
+        s.ct_source,
+        s.config.as_deref().unwrap_or("(built-in default)")
+    );
+    let _ = writeln!(o);
+    let rows: [(&str, u64); 12] = [
+        ("packets", s.packets),
+        ("accepted", s.accepted),
+        ("dropped", s.dropped),
+        ("would_drop", s.would_drop),
+        ("shed", s.shed),
+        ("internal_errors", s.internal_errors),
+        ("events_written", s.events.written),
+        ("events_suppressed", s.events.suppressed),
+        ("events_channel_full", s.events.channel_full),
+        ("flows", s.flows),
+        ("peers", s.peers),
+        ("rss_bytes", s.rss_bytes),
+    ];
+    for (k, v) in rows {
+        let _ = writeln!(o, "  {k:<24}{v:>14}");
+    }
+    let _ = writeln!(
+        o,
+        "  {:<24}{:>14}",
+        "reloads (failed)",
+        format!("{} ({})", s.reloads, s.reload_failures)
+    );
+    let nonzero: Vec<_> = s.by_reason.iter().filter(|(_, v)| **v > 0).collect();
+    if !nonzero.is_empty() {
+        let _ = writeln!(o, "\nverdicts by reason");
+        for (k, v) in nonzero {
+            let _ = writeln!(o, "  {k:<24}{v:>14}");
+        }
+    }
+    let nonzero: Vec<_> = s.by_pattern.iter().filter(|(_, v)| **v > 0).collect();
+    if !nonzero.is_empty() {
+        let _ = writeln!(o, "\npackets by pattern");
+        for (k, v) in nonzero {
+            let _ = writeln!(o, "  {k:<24}{v:>14}");
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\n  {:<6}{:>12}{:>10}{:>10}{:>14}{:>14}{:>14}",
+        "queue", "packets", "shed", "shedding", "queue_total", "queue_dropped", "user_dropped"
+    );
+    for q in &s.queues {
+        let k = s.kernel.iter().find(|k| k.queue == q.queue);
+        let kf = |f: fn(&KernelQueue) -> u64| k.map(|k| f(k).to_string()).unwrap_or("-".into());
+        let _ = writeln!(
+            o,
+            "  {:<6}{:>12}{:>10}{:>10}{:>14}{:>14}{:>14}",
+            q.queue,
+            q.packets,
+            q.shed,
+            if q.shedding { "yes" } else { "no" },
+            kf(|k| u64::from(k.queue_total)),
+            kf(|k| k.queue_dropped),
+            kf(|k| k.user_dropped)
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_nfnetlink_queue() {
+        let text = "    0  -4126     12 2 65535     3     7       44  1\n\
+                    \x20   3  1234      0 2 65535     0     0        0  1\n\
+                    garbage\n";
+        let q = parse_kernel_queues(text);
+        assert_eq!(q.len(), 2);
+        assert_eq!(
+            q[0],
+            KernelQueue {
+                queue: 0,
+                peer_portid: (-4126i64) as u32,
+                queue_total: 12,
+                queue_dropped: 3,
+                user_dropped: 7,
+                id_sequence: 44
+            }
+        );
+        assert_eq!(q[1].queue, 3);
+    }
+
+    #[test]
+    fn rss_is_nonzero() {
+        assert!(rss_bytes() > 0);
+    }
+}
