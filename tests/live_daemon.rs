@@ -105,8 +105,13 @@ impl Live {
     }
 
     fn start_daemon_args(&mut self, extra: &str) {
+        self.start_daemon_cmd(&format!("--no-rules {extra}"));
+    }
+
+    /// Starts the daemon with `args` (no `--no-rules` unless given) and waits for it.
+    fn start_daemon_cmd(&mut self, args: &str) {
         let cmd = format!(
-            "{BIN} run --no-rules --config {} --socket {} {extra}",
+            "{BIN} run --config {} --socket {} {args}",
             self.path("nfqwall.toml"),
             self.path("stats.sock")
         );
@@ -637,4 +642,55 @@ fn live_rule_mark_is_set_on_the_packet() {
         tagged.is_empty(),
         "a plain accept by rule is not notable: {tagged:?}"
     );
+}
+
+/// `run` without `--no-rules` installs the rendered ruleset at start, judges what it
+/// queues, and on SIGTERM removes exactly what it installed.
+#[test]
+fn live_run_installs_and_removes_its_rules() {
+    if !support::require_root("live_run_installs_and_removes_its_rules") {
+        return;
+    }
+    // A host with a ruleset of its own (in a pristine namespace, iptables-nft leaves
+    // the empty filter table it had to create; see rules/README.md).
+    let mut w = Live::new(
+        "ri",
+        "iptables -A OUTPUT -o lo -j ACCEPT && ip6tables -A OUTPUT -o lo -j ACCEPT",
+    );
+    w.write_config(&web_config("enforce", "", &block_rule("block-3", 3)));
+    w.http_server();
+    let save = |ns: &support::Netns| {
+        ns.sh_out("iptables-save | sed '/^#/d'; ip6tables-save | sed '/^#/d'")
+            .lines()
+            .map(|l| l.split(" [").next().unwrap_or(l).to_string())
+            .collect::<Vec<_>>()
+    };
+    let before = save(&w.pair.server);
+    w.start_daemon_cmd("");
+    let during = w.pair.server.sh_out("iptables-save; ip6tables-save");
+    assert!(during.contains("-A INPUT -j NFQWALL-IN"), "{during}");
+    assert!(during.contains("--queue-bypass"), "{during}");
+    for v6 in [false, true] {
+        let u = url(v6, 80);
+        assert!(w.curl(&client(v6, 1), &u, 5), "v6={v6}");
+        assert!(
+            !w.curl(&client(v6, 3), &u, 2),
+            "blocked client connected (v6={v6})"
+        );
+    }
+    assert!(w.stats()["dropped"].as_u64().unwrap() >= 2);
+    w.daemon().signal("TERM");
+    let out = w.daemon.as_mut().unwrap().wait_output();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        save(&w.pair.server),
+        before,
+        "rules left behind after SIGTERM"
+    );
+    // With the rules gone, nothing is queued: the blocked client connects again.
+    assert!(w.curl(&client(false, 3), &url(false, 80), 5));
 }

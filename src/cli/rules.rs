@@ -80,7 +80,8 @@ pub enum BackendArg {
 }
 
 impl BackendArg {
-    fn resolve(self) -> Result<Backend> {
+    /// The backend to use.
+    pub fn resolve(self) -> Result<Backend> {
         Ok(match self {
             BackendArg::Auto => Backend::detect()?,
             BackendArg::Nft => Backend::Nft,

@@ -1,9 +1,11 @@
 //! `nfqwall run`: the live daemon.
 
+use super::rules::BackendArg;
 use super::{load_config, ModeArg};
-use anyhow::{bail, Result};
+use anyhow::Result;
 use nfqwall::config::QueueRange;
 use nfqwall::daemon::{self, NoRules, Ruleset, RunOptions};
+use nfqwall::rules::KernelRuleset;
 use std::path::PathBuf;
 
 /// Arguments of `nfqwall run`.
@@ -21,6 +23,9 @@ pub struct RunArgs {
     /// Do not install or remove iptables rules: they are managed elsewhere.
     #[arg(long)]
     pub no_rules: bool,
+    /// iptables backend for the rules; auto: the one the `iptables` command uses.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
     /// Path of the stats socket read by `nfqwall stats`.
     #[arg(long, default_value = nfqwall::stats::DEFAULT_SOCKET)]
     pub socket: PathBuf,
@@ -43,18 +48,20 @@ pub fn parse_queues(s: &str) -> Result<QueueRange, String> {
     Ok(QueueRange { first, last })
 }
 
-/// The ruleset `run` manages.
-///
-/// THE RULES HOOK: when `nfqwall::rules` lands, return its installer here (it
-/// implements [`Ruleset`]: install at start, replace on SIGHUP, remove at exit).
+/// The ruleset `run` manages: the rendered iptables rules (installed at start,
+/// replaced on SIGHUP, removed at exit), or none with `--no-rules`.
 fn ruleset(args: &RunArgs) -> Result<Box<dyn Ruleset>> {
     if args.no_rules {
         return Ok(Box::new(NoRules));
     }
-    bail!(
-        "installing the NFQUEUE rules is not available in this build yet: \
-         run with --no-rules and install the rules yourself"
-    )
+    let origin = match &args.config {
+        Some(p) => p.display().to_string(),
+        None => nfqwall::rules::BUILTIN_ORIGIN.to_string(),
+    };
+    Ok(Box::new(KernelRuleset::new(
+        args.backend.resolve()?,
+        origin,
+    )))
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.

@@ -443,3 +443,59 @@ impl Ruleset {
 
 #[cfg(test)]
 mod tests;
+
+/// The kernel ruleset the live daemon manages: installed at start, replaced on
+/// SIGHUP, removed at exit, through `iptables-restore --noflush` transactions.
+pub struct KernelRuleset {
+    backend: apply::Backend,
+    origin: String,
+    installed: bool,
+}
+
+impl KernelRuleset {
+    /// A ruleset applied with `backend`, naming `origin` (the config path) in headers.
+    pub fn new(backend: apply::Backend, origin: String) -> KernelRuleset {
+        KernelRuleset {
+            backend,
+            origin,
+            installed: false,
+        }
+    }
+
+    fn apply(&mut self, config: &Config) -> Result<(), String> {
+        let rulesets: Vec<Ruleset> = Family::ALL
+            .iter()
+            .map(|&f| render(config, &self.origin, f))
+            .collect();
+        let plans = apply::plan_install_all(self.backend, &rulesets).map_err(|e| e.to_string())?;
+        apply::execute(self.backend, &plans).map_err(|e| e.to_string())?;
+        self.installed = true;
+        Ok(())
+    }
+}
+
+impl crate::daemon::Ruleset for KernelRuleset {
+    fn install(&mut self, config: &Config) -> Result<(), String> {
+        self.apply(config)
+    }
+
+    /// Install is idempotent and prunes chains the new config no longer needs, in
+    /// one transaction per family: the same call replaces.
+    fn replace(&mut self, config: &Config) -> Result<(), String> {
+        self.apply(config)
+    }
+
+    fn remove(&mut self) -> Result<(), String> {
+        if !self.installed {
+            return Ok(());
+        }
+        let plans = apply::plan_remove_all(self.backend).map_err(|e| e.to_string())?;
+        apply::execute(self.backend, &plans).map_err(|e| e.to_string())?;
+        self.installed = false;
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("iptables ({})", self.backend.name())
+    }
+}
