@@ -142,6 +142,13 @@ fn handle(
         })
     };
     let verdict = judged.verdict();
+    let mut judged = judged;
+    if let (Judged::Decided(d), Verdict::Accept) = (&mut judged, verdict) {
+        if d.repair_offset.is_some() {
+            // Only now borrow the payload mutably: the crate then sends it back.
+            engine.apply_repair(d, msg.get_payload_mut());
+        }
+    }
     match &judged {
         Judged::Decided(d) => {
             if let (Some(m), Verdict::Accept) = (d.mark, verdict) {

@@ -329,13 +329,24 @@ impl Engine {
     /// `rewritten` so the front end returns the modified bytes with the verdict.
     pub fn decide_mut(&self, now_ns: u64, meta: &PacketMeta<'_>, packet: &mut [u8]) -> Decision {
         let mut d = self.decide(now_ns, meta, packet);
-        if let (Some(offset), LinkType::RawIp) = (d.repair_offset, meta.link) {
-            d.rewritten = sack_repair::rewrite_sack_blocks(packet, offset) > 0;
-            if d.rewritten {
-                self.counters.sack_repaired.fetch_add(1, Ordering::Relaxed);
-            }
+        if meta.link == LinkType::RawIp {
+            self.apply_repair(&mut d, packet);
         }
         d
+    }
+
+    /// Applies a decision's `repair_offset` to the packet it was made for (starting
+    /// at its IP header): rewrites the SACK blocks in place and sets `rewritten`.
+    /// Front ends that must not touch the buffer until they know a rewrite is due
+    /// (NFQUEUE sends back whatever was borrowed mutably) call `decide`, then this.
+    pub fn apply_repair(&self, d: &mut Decision, packet: &mut [u8]) {
+        let Some(offset) = d.repair_offset else {
+            return;
+        };
+        d.rewritten = sack_repair::rewrite_sack_blocks(packet, offset) > 0;
+        if d.rewritten {
+            self.counters.sack_repaired.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Combines the tracker's reason and the policy's outcome under the mode.
@@ -438,8 +449,10 @@ impl Engine {
                         let learned = self.repairs.learn(
                             &key,
                             side ^ 1,
+                            seg.ack,
                             options.sack.as_slice(),
                             (offset_low, offset_high),
+                            flow.tcp.window_room(side),
                             secs(now_ns),
                         );
                         if let Learned::Exact(off) | Learned::Unverified(off) = learned {

@@ -94,8 +94,76 @@ struct Learner {
     boundaries: Boundaries,
     /// The single candidate of the latest packets, and how many agreed on it.
     candidate: Option<(u32, u8)>,
+    /// The ACK of the latest loss episode (a new cumulative ACK with SACK starts one).
+    episode_ack: Option<SeqNumber>,
+    /// Offsets estimated from the first SACK of recent loss episodes.
+    estimates: [Option<u32>; EPISODES],
     exact: Option<u32>,
     last_s: u32,
+}
+
+impl Learner {
+    /// The loss-episode estimate. The first SACK after a loss names one segment
+    /// received past the hole; in a bulk transfer the lost segment has the same size,
+    /// so the hole is the block's length and `offset = left - ack - (right - left)`.
+    /// One episode proves nothing (the lost segment may have been shorter); two
+    /// episodes that agree to the byte pin the offset. Needs no view of the data.
+    fn learn_from_episode(
+        &mut self,
+        ack: SeqNumber,
+        blocks: &[SackBlock],
+        low: u32,
+        high: u32,
+    ) -> Option<u32> {
+        let [only] = blocks else {
+            return None;
+        };
+        if self.episode_ack == Some(ack) {
+            return None;
+        }
+        self.episode_ack = Some(ack);
+        let len = only.right.distance_from(only.left);
+        let estimate = only.left.distance_from(ack).wrapping_sub(len);
+        let in_range = estimate.wrapping_sub(low) <= high.wrapping_sub(low);
+        if !in_range || len == 0 || len > MAX_SEGMENT {
+            return None;
+        }
+        if self.estimates.contains(&Some(estimate)) {
+            return Some(estimate);
+        }
+        self.estimates.rotate_right(1);
+        self.estimates[0] = Some(estimate);
+        None
+    }
+
+    /// The boundary method: one candidate, agreed by two packets in a row.
+    fn learn_from_boundaries(&mut self, blocks: &[SackBlock], low: u32, high: u32) -> Option<u32> {
+        let Some(found) = single_candidate(&self.boundaries, blocks, low, high) else {
+            self.candidate = None;
+            return None;
+        };
+        let agreed = match self.candidate {
+            Some((c, n)) if c == found => n.saturating_add(1),
+            _ => 1,
+        };
+        self.candidate = Some((found, agreed));
+        (agreed >= CONFIRMATIONS).then_some(found)
+    }
+}
+
+/// Loss episodes whose estimates are remembered.
+const EPISODES: usize = 8;
+
+/// Largest plausible segment (a jumbo frame's payload).
+const MAX_SEGMENT: u32 = 65_535;
+
+/// Returns true if and only if every block, moved back by `off`, lies within `room`
+/// of `ack` (above it, or below it for a D-SACK) and is not empty.
+fn plausible(ack: SeqNumber, blocks: &[SackBlock], off: u32, room: u32) -> bool {
+    blocks.iter().all(|b| {
+        let (l, r) = (b.left - off, b.right - off);
+        r > l && l.in_range(ack - room, ack + room) && r.in_range(ack - room, ack + room + 1)
+    })
 }
 
 /// The offsets learned, per flow, for the flows that showed displaced SACK.
@@ -157,13 +225,18 @@ impl RepairTable {
     }
 
     /// Learns from one packet whose SACK blocks are displaced, sent by the side
-    /// opposite `data_side`, with the tracker's offset range `[low, high]`.
+    /// opposite `data_side` with cumulative ACK `ack`, given the tracker's offset
+    /// range `[low, high]` and `room`: how far from the ACK a repaired block may lie
+    /// (the window the data sender could have had in flight).
+    #[allow(clippy::too_many_arguments)]
     pub fn learn(
         &self,
         key: &FlowKey,
         data_side: usize,
+        ack: SeqNumber,
         blocks: &[SackBlock],
         (low, high): (u32, u32),
+        room: u32,
         now_s: u32,
     ) -> Learned {
         if !self.map.contains_key(key) {
@@ -176,6 +249,8 @@ impl RepairTable {
                     data_side: data_side as u8,
                     boundaries: Boundaries::default(),
                     candidate: None,
+                    episode_ack: None,
+                    estimates: [None; EPISODES],
                     exact: None,
                     last_s: now_s,
                 }
@@ -185,27 +260,18 @@ impl RepairTable {
             return Learned::Unknown;
         };
         l.last_s = now_s;
-        if let Some(off) = l.exact {
-            return if fits(&l.boundaries, blocks, off) {
+        if l.exact.is_none() {
+            l.exact = l
+                .learn_from_episode(ack, blocks, low, high)
+                .or_else(|| l.learn_from_boundaries(blocks, low, high));
+        }
+        match l.exact {
+            None => Learned::Unknown,
+            Some(off) if fits(&l.boundaries, blocks, off) || plausible(ack, blocks, off, room) => {
                 Learned::Exact(off)
-            } else {
-                Learned::Unverified(off)
-            };
+            }
+            Some(off) => Learned::Unverified(off),
         }
-        let Some(found) = single_candidate(&l.boundaries, blocks, low, high) else {
-            l.candidate = None;
-            return Learned::Unknown;
-        };
-        let agreed = match l.candidate {
-            Some((c, n)) if c == found => n.saturating_add(1),
-            _ => 1,
-        };
-        l.candidate = Some((found, agreed));
-        if agreed >= CONFIRMATIONS {
-            l.exact = Some(found);
-            return Learned::Exact(found);
-        }
-        Learned::Unknown
     }
 
     /// Forgets flows idle for more than `idle_s` seconds.
@@ -383,7 +449,7 @@ mod tests {
         let off = 123_456u32;
         let blk = [block(1000 + 3 * 1000 + off, 1000 + 5 * 1000 + off)];
         assert_eq!(
-            t.learn(&key, 1, &blk, (off - 100, off + 100), 0),
+            t.learn(&key, 1, SeqNumber(3000), &blk, (off - 100, off + 100), 0, 0),
             Learned::Unknown
         );
         for i in 0..10u32 {
@@ -392,14 +458,82 @@ mod tests {
         // Data from the SACK sender's side is not the data the blocks describe.
         t.note_data(&key, 0, SeqNumber(5), 99_999, 0);
         assert_eq!(
-            t.learn(&key, 1, &blk, (off - 100, off + 100), 0),
+            t.learn(&key, 1, SeqNumber(3000), &blk, (off - 100, off + 100), 0, 0),
             Learned::Unknown
         );
         assert_eq!(
-            t.learn(&key, 1, &blk, (off - 100, off + 100), 0),
+            t.learn(&key, 1, SeqNumber(3000), &blk, (off - 100, off + 100), 0, 0),
             Learned::Exact(off)
         );
         assert_eq!(t.exact(&key), Some(off));
+    }
+
+    fn key() -> FlowKey {
+        FlowKey::new(
+            "192.0.2.1".parse().unwrap(),
+            1,
+            "192.0.2.2".parse().unwrap(),
+            80,
+            6,
+        )
+        .0
+    }
+
+    #[test]
+    fn two_loss_episodes_that_agree_pin_the_offset_without_seeing_data() {
+        let t = RepairTable::new(8);
+        let key = key();
+        let off = 0xdead_0000u32;
+        let range = (off - 5000, off + 5000);
+        let room = 64 * 1024;
+        // Episode 1: the segment at 10_000 (1448 bytes) is lost; the first SACK names
+        // the next one, in the client's shifted space.
+        let first = |hole: u32| [block(hole + 1448 + off, hole + 2896 + off)];
+        assert_eq!(
+            t.learn(&key, 1, SeqNumber(10_000), &first(10_000), range, room, 0),
+            Learned::Unknown
+        );
+        // Later SACKs of the same episode (same ACK) add nothing.
+        let grown = [block(11_448 + off, 14_344 + off)];
+        assert_eq!(
+            t.learn(&key, 1, SeqNumber(10_000), &grown, range, room, 0),
+            Learned::Unknown
+        );
+        // Episode 2, the same shape elsewhere: the estimates agree.
+        assert_eq!(
+            t.learn(&key, 1, SeqNumber(50_000), &first(50_000), range, room, 0),
+            Learned::Exact(off)
+        );
+        // From then on, plausible blocks are repairable; a block far outside is not.
+        let far = [block(900_000 + off, 901_000 + off)];
+        assert_eq!(
+            t.learn(&key, 1, SeqNumber(60_000), &far, range, room, 0),
+            Learned::Unverified(off)
+        );
+    }
+
+    #[test]
+    fn episodes_that_disagree_pin_nothing_until_two_agree() {
+        let t = RepairTable::new(8);
+        let key = key();
+        let off = 77_000u32;
+        let range = (off - 5000, off + 5000);
+        // The first lost segment was short (500 bytes): its estimate is off by 948.
+        let ep1 = [block(10_500 + off, 11_948 + off)];
+        assert_eq!(
+            t.learn(&key, 1, SeqNumber(10_000), &ep1, range, 65535, 0),
+            Learned::Unknown
+        );
+        let ep2 = [block(21_448 + off, 22_896 + off)];
+        assert_eq!(
+            t.learn(&key, 1, SeqNumber(20_000), &ep2, range, 65535, 0),
+            Learned::Unknown
+        );
+        let ep3 = [block(31_448 + off, 32_896 + off)];
+        assert_eq!(
+            t.learn(&key, 1, SeqNumber(30_000), &ep3, range, 65535, 0),
+            Learned::Exact(off)
+        );
     }
 
     #[test]

@@ -211,6 +211,12 @@ impl TcpTracker {
         (self.sack_offset.hits > 0).then_some(self.sack_offset)
     }
 
+    /// How far past its ACK endpoint `s` lets the other side send: the largest
+    /// window it advertised (at least 64 KiB), bounding what SACK blocks may cover.
+    pub fn window_room(&self, s: usize) -> u32 {
+        self.ends[s & 1].maxwin.max(MIN_SLACK)
+    }
+
     /// Pins the SACK displacement to an offset known exactly (by
     /// [`crate::engine::sack_repair`]).
     pub fn pin_sack_offset(&mut self, offset: u32) {

@@ -108,6 +108,12 @@ pub fn packet_json(ev: &PacketEvent, policy: &Policy, iface: Option<&str>) -> Va
         "mark".into(),
         d.mark.map(Value::from).unwrap_or(Value::Null),
     );
+    if let Some(off) = d.reason.and_then(|r| r.offset_estimate()) {
+        m.insert("offset".into(), off.into());
+    }
+    if d.rewritten {
+        m.insert("sack_repaired".into(), true.into());
+    }
     m.insert(
         "peer".into(),
         d.peer

@@ -184,6 +184,17 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
                     );
                     input.push(m.rule(OwnChain::In, Dir::Destination, &target));
                 }
+                if service.sack_repair && service.protocol == Protocol::Tcp {
+                    // SACK repair needs the client's SACK-bearing segments, including
+                    // those conntrack finds valid (a displaced edge below the highest
+                    // sequence sent is not INVALID, and still useless to the server).
+                    // Only segments carrying the SACK option (kind 5) are queued.
+                    let target = format!(
+                        "-m tcp --tcp-option 5 -j NFQUEUE {}",
+                        queue_target(config.daemon.queues)
+                    );
+                    input.push(m.rule(OwnChain::In, Dir::Destination, &target));
+                }
             }
         }
     }

@@ -137,12 +137,17 @@ fn one_rule_per_address_and_port_range() {
         "../../rules/examples/legacy-http-behind-cisco.toml"
     ));
     let q = "-m conntrack --ctstate INVALID,NEW -m comment --comment legacy-http -j NFQUEUE --queue-balance 0:1 --queue-bypass";
+    // sack_repair: the SACK-bearing segments of each port range are queued too.
+    let sack = "-m tcp --tcp-option 5 -m comment --comment legacy-http -j NFQUEUE --queue-balance 0:1 --queue-bypass";
     assert_eq!(
         v4(&c).rules(OwnChain::In),
         [
             format!("-A NFQWALL-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 80 {q}"),
+            format!("-A NFQWALL-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 80 {sack}"),
             format!("-A NFQWALL-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 443 {q}"),
+            format!("-A NFQWALL-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 443 {sack}"),
             format!("-A NFQWALL-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 8000:8080 {q}"),
+            format!("-A NFQWALL-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 8000:8080 {sack}"),
         ]
     );
     assert!(!v4(&c).has(OwnChain::RawPre) && !v4(&c).has(OwnChain::RawOut));
@@ -316,7 +321,7 @@ fn install_with_the_jump_present_refills_without_adding_it() {
     assert!(plan.contains("*filter\n:NFQWALL-IN - [0:0]\n"));
     assert!(!plan.contains("-I INPUT"));
     assert!(!plan.contains("*raw"));
-    assert_eq!(plan.matches("-A NFQWALL-IN ").count(), 3);
+    assert_eq!(plan.matches("-A NFQWALL-IN ").count(), 6);
 }
 
 #[test]
