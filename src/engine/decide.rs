@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::engine::analysis::{SegmentInfo, Side};
-use crate::engine::flow::{secs, FlowKey, FlowTable, Lookup, Timeouts};
+use crate::engine::flow::{secs, FlowKey, FlowTable, Lookup};
 use crate::engine::meta::{CtHint, CtState, PacketMeta};
 use crate::engine::patterns::{Pattern, Patterns};
 use crate::engine::peers::PeerTable;
@@ -166,18 +166,9 @@ struct Tracked {
 impl Engine {
     /// An engine for this configuration.
     pub fn new(config: &Config) -> Engine {
-        let t = &config.engine.timeouts;
-        let timeouts = Timeouts {
-            syn: t.syn,
-            established: t.established,
-            closing: t.closing,
-            closed: t.closed,
-            udp: t.udp,
-            other: t.other,
-        };
         Engine {
             policy: ArcSwap::from_pointee(Policy::compile(config)),
-            flows: FlowTable::new(config.engine.max_flows as usize, timeouts),
+            flows: FlowTable::new(config.engine.max_flows as usize, config.engine.timeouts),
             peers: PeerTable::new(config.engine.max_peers as usize),
             repairs: RepairTable::new(MAX_REPAIRED_FLOWS),
             counters: Counters::new(),

@@ -5,6 +5,7 @@
 //! doubling in whole entries (about 560 bytes per flow at a million flows, measured);
 //! here the hash index holds 4-byte slot numbers and the flows sit in fixed chunks.
 
+pub use crate::config::Timeouts;
 use crate::engine::analysis::StreamAnalysis;
 use crate::engine::patterns::Patterns;
 use crate::engine::tracker::{TcpState, TcpTracker};
@@ -126,37 +127,13 @@ impl Flow {
     }
 }
 
-/// Idle timeouts by state, in seconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timeouts {
-    /// Handshake in progress.
-    pub syn: u32,
-    /// Established TCP.
-    pub established: u32,
-    /// FIN seen.
-    pub closing: u32,
-    /// Closed by FINs or RST (TIME_WAIT).
-    pub closed: u32,
-    /// UDP.
-    pub udp: u32,
-    /// Other protocols.
-    pub other: u32,
+/// Idle timeouts by flow state, from the config's `[engine] timeouts`.
+trait IdleTimeouts {
+    fn for_flow(&self, key: &FlowKey, flow: &Flow) -> u32;
+    fn expired(&self, key: &FlowKey, flow: &Flow, now_s: u32) -> bool;
 }
 
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            syn: 120,
-            established: 7200,
-            closing: 60,
-            closed: 10,
-            udp: 30,
-            other: 30,
-        }
-    }
-}
-
-impl Timeouts {
+impl IdleTimeouts for Timeouts {
     fn for_flow(&self, key: &FlowKey, flow: &Flow) -> u32 {
         match key.proto {
             crate::wire::proto::TCP => match flow.tcp.state() {
@@ -419,7 +396,7 @@ mod tests {
 
     #[test]
     fn sides_follow_the_first_sender() {
-        let table = FlowTable::new(10, Timeouts::default());
+        let table = FlowTable::new(10, crate::config::Config::builtin_default().engine.timeouts);
         let (key, low) = FlowKey::new(v4("198.51.100.2"), 80, v4("192.0.2.1"), 40000, 6);
         let side = table.with_flow(key, low, 0, |f, _| f.side(low)).unwrap();
         assert_eq!(side, 0);
@@ -429,7 +406,7 @@ mod tests {
 
     #[test]
     fn full_table_refuses_new_flows_until_idle_ones_expire() {
-        let table = FlowTable::new(2, Timeouts::default());
+        let table = FlowTable::new(2, crate::config::Config::builtin_default().engine.timeouts);
         for port in 1..=2 {
             let (k, low) = FlowKey::new(v4("192.0.2.1"), port, v4("192.0.2.2"), 53, 17);
             assert_eq!(table.with_flow(k, low, 0, |_, l| l), Some(Lookup::Created));

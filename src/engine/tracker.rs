@@ -384,26 +384,23 @@ impl TcpTracker {
             v.reopened = true;
             return v;
         }
-        // RFC 5961 section 4: a SYN on a synchronized connection is answered with a
-        // challenge ACK whatever its sequence number, so a SYN within the window does
-        // no harm; one far outside is a blind injection attempt.
-        let (low, high) = self.acceptable_range(s);
-        if seg.seq.in_range(low, high + 1) {
-            Verdict::FINE
-        } else {
-            Verdict::because(Reason::SynOutOfWindow {
-                distance: seq_distance(seg.seq, low, high),
-            })
-        }
+        self.syn_in_window(seg)
     }
 
+    /// A SYN/ACK after the handshake: a late duplicate if the ISN repeats.
     fn late_syn_ack(&mut self, seg: &Segment<'_>) -> Verdict {
-        let s = seg.from & 1;
-        let e = self.ends[s];
+        let e = self.ends[seg.from & 1];
         if e.has(seen::SYN) && e.isn == seg.seq {
             return Verdict::FINE;
         }
-        let (low, high) = self.acceptable_range(s);
+        self.syn_in_window(seg)
+    }
+
+    /// RFC 5961 section 4: a SYN on a synchronized connection is answered with a
+    /// challenge ACK whatever its sequence number, so a SYN within the window does no
+    /// harm; one far outside is a blind injection attempt.
+    fn syn_in_window(&self, seg: &Segment<'_>) -> Verdict {
+        let (low, high) = self.acceptable_range(seg.from & 1);
         if seg.seq.in_range(low, high + 1) {
             Verdict::FINE
         } else {

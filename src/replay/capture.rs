@@ -256,19 +256,9 @@ impl<R: Read> CaptureReader<R> {
         };
         let start = self.offset;
         let mut head = [0u8; 16];
-        let got = read_up_to(&mut self.input, &mut head)?;
-        if got == 0 {
+        if !self.read_record_head(&mut head)? {
             return Ok(None);
         }
-        if got < 16 {
-            return Err(CaptureError::Truncated {
-                frame: self.next_frame,
-                offset: start,
-                need: 16,
-                have: got as u64,
-            });
-        }
-        self.offset += 16;
         let secs = u64::from(u32_at(&head, 0, big_endian));
         let frac = u64::from(u32_at(&head, 4, big_endian));
         let caplen = u32_at(&head, 8, big_endian);
@@ -296,19 +286,9 @@ impl<R: Read> CaptureReader<R> {
             };
             let start = self.offset;
             let mut head = [0u8; 8];
-            let got = read_up_to(&mut self.input, &mut head)?;
-            if got == 0 {
+            if !self.read_record_head(&mut head)? {
                 return Ok(None);
             }
-            if got < 8 {
-                return Err(CaptureError::Truncated {
-                    frame: self.next_frame,
-                    offset: start,
-                    need: 8,
-                    have: got as u64,
-                });
-            }
-            self.offset += 8;
             if head[..4] == [0x0a, 0x0d, 0x0d, 0x0a] {
                 // A new section: its own byte order, its own interfaces. The 4 bytes
                 // after the type are the block length, re-read in the new byte order.
@@ -465,6 +445,26 @@ impl<R: Read> CaptureReader<R> {
                 _ => continue,
             }
         }
+    }
+
+    /// Reads a record or block header. Returns false at a clean end of file (no byte
+    /// left), and a truncation error when the file ends inside the header.
+    fn read_record_head(&mut self, head: &mut [u8]) -> Result<bool, CaptureError> {
+        let start = self.offset;
+        let got = read_up_to(&mut self.input, head)?;
+        if got == 0 {
+            return Ok(false);
+        }
+        if got < head.len() {
+            return Err(CaptureError::Truncated {
+                frame: self.next_frame,
+                offset: start,
+                need: head.len() as u64,
+                have: got as u64,
+            });
+        }
+        self.offset += got as u64;
+        Ok(true)
     }
 
     /// Reads `len` bytes into the reused buffer, reporting a truncated record otherwise.
