@@ -169,6 +169,25 @@ pub struct Service {
     pub rules: Vec<Rule>,
 }
 
+impl Service {
+    /// A service with every optional key at its documented default: all ports and
+    /// addresses, the daemon's mode, default accept, tracked, INVALID and NEW queued.
+    pub fn with_defaults(name: String, protocol: Protocol) -> Service {
+        Service {
+            name,
+            protocol,
+            ports: Vec::new(),
+            addresses: Vec::new(),
+            mode: None,
+            default: Action::Accept,
+            stateless: false,
+            queue: vec![CtState::Invalid, CtState::New],
+            sack_repair: false,
+            rules: Vec::new(),
+        }
+    }
+}
+
 /// What a rule does when it matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RuleAction {
@@ -310,18 +329,7 @@ impl Config {
                     other: 30,
                 },
             },
-            services: vec![Service {
-                name: "all-tcp".to_string(),
-                protocol: Protocol::Tcp,
-                ports: Vec::new(),
-                addresses: Vec::new(),
-                mode: None,
-                default: Action::Accept,
-                stateless: false,
-                queue: vec![CtState::Invalid, CtState::New],
-                sack_repair: false,
-                rules: Vec::new(),
-            }],
+            services: vec![Service::with_defaults("all-tcp".to_string(), Protocol::Tcp)],
         }
     }
 

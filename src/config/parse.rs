@@ -579,18 +579,7 @@ fn service<'a>(cx: &Cx, t: &Tab<'a>) -> Result<(Service, Node<'a>)> {
         "any" => Protocol::Any,
         _ => return Err(proto_node.expected(cx, EXP_PROTOCOL)),
     };
-    let mut svc = Service {
-        name: svc_name,
-        protocol,
-        ports: Vec::new(),
-        addresses: Vec::new(),
-        mode: None,
-        default: Action::Accept,
-        stateless: false,
-        queue: vec![CtState::Invalid, CtState::New],
-        sack_repair: false,
-        rules: Vec::new(),
-    };
+    let mut svc = Service::with_defaults(svc_name, protocol);
     if let Some(n) = t.get("ports") {
         need_ports(cx, &n, protocol, "ports")?;
         svc.ports = ports(cx, &n)?;
