@@ -586,3 +586,39 @@ fn sack_repair_rewrites_blocks_once_the_offset_is_exact() {
         14
     );
 }
+
+/// A busy stateless UDP service: with the conntrack state given (live, UNTRACKED),
+/// the engine keeps no per-query state, so its own table cannot fill the way
+/// conntrack's did.
+#[test]
+fn given_state_udp_queries_leave_no_flow_state() {
+    let engine = engine(Mode::Enforce);
+    let meta = PacketMeta {
+        ct: CtHint::Given(CtState::Untracked),
+        ..PacketMeta::raw_ip()
+    };
+    for port in 0..1000u16 {
+        let mut pkt = Vec::new();
+        PacketBuilder::ipv4(CLIENT, SERVER, 64)
+            .udp(10_000 + port, 53)
+            .write(&mut pkt, &[0u8; 30])
+            .unwrap();
+        let d = engine.decide(u64::from(port), &meta, &pkt);
+        assert_eq!(
+            (d.verdict, d.reason, d.ct_state),
+            (Verdict::Accept, None, CtState::Untracked)
+        );
+    }
+    assert_eq!(engine.flows().len(), 0);
+    // Replay (state derived) still tracks UDP to tell NEW from ESTABLISHED.
+    let mut pkt = Vec::new();
+    PacketBuilder::ipv4(CLIENT, SERVER, 64)
+        .udp(9999, 53)
+        .write(&mut pkt, &[0u8; 30])
+        .unwrap();
+    assert_eq!(
+        engine.decide(1, &PacketMeta::raw_ip(), &pkt).ct_state,
+        CtState::New
+    );
+    assert_eq!(engine.flows().len(), 1);
+}

@@ -531,6 +531,19 @@ impl Engine {
         sport: u16,
         dport: u16,
     ) -> Tracked {
+        // UDP has nothing for the liberal checks to judge: its flow state only serves
+        // to derive conntrack's NEW/ESTABLISHED. When the state is given (live), keep
+        // none: a busy stateless service would otherwise fill nfqwall's table the way
+        // it filled conntrack's, one entry per query.
+        if let CtHint::Given(ct) = hint {
+            return Tracked {
+                ct,
+                reason: None,
+                patterns: Patterns::EMPTY,
+                peer: None,
+                repair: None,
+            };
+        }
         let (key, sender_is_low) = FlowKey::new(pkt.src, sport, pkt.dst, dport, pkt.proto);
         let seen = self
             .flows

@@ -176,6 +176,9 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
                     pre.push(m.rule(OwnChain::RawPre, Dir::Destination, "-j CT --notrack"));
                     out.push(m.rule(OwnChain::RawOut, Dir::Source, "-j CT --notrack"));
                 }
+                if kernel_rules_apply(config, service) {
+                    input.extend(kernel_drop_rules(&m, service, family));
+                }
                 if !service.queue.is_empty() {
                     let target = format!(
                         "-m conntrack --ctstate {} -j NFQUEUE {}",
@@ -214,6 +217,148 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
         queue_maxlen: config.daemon.queue_maxlen,
         chains,
     }
+}
+
+/// Returns true if and only if the service's leading simple drop rules may be
+/// rendered as kernel rules: in enforce mode only (log-only must never drop, and
+/// nfqwall logs what it would have dropped).
+fn kernel_rules_apply(config: &Config, service: &Service) -> bool {
+    service.mode.unwrap_or(config.daemon.mode) == crate::engine::policy::Mode::Enforce
+}
+
+/// Kernel `-j DROP` rules for the service's leading run of simple drop rules.
+///
+/// nfqwall's rules are first-match-wins, so only a leading run can move into the
+/// kernel without changing the outcome; the run ends at the first rule that is not
+/// a simple drop (an accept, a log, a rate, a mark, a destination of its own, TCP
+/// flags iptables cannot name). Each kernel rule also matches the conntrack states
+/// the rule would have seen in nfqwall (its own `ct_state`, else the service's
+/// queued states), so it drops exactly the packets nfqwall would have dropped,
+/// without the trip to userspace.
+fn kernel_drop_rules(m: &Match<'_>, service: &Service, family: Family) -> Vec<String> {
+    let mut out = Vec::new();
+    for rule in &service.rules {
+        let Some(lines) = kernel_drop(m, service, rule, family) else {
+            break;
+        };
+        out.extend(lines);
+    }
+    out
+}
+
+/// The kernel rules for one simple drop rule (none when its sources are all of the
+/// other family), or `None` if the rule is not simple.
+fn kernel_drop(
+    m: &Match<'_>,
+    service: &Service,
+    rule: &crate::config::Rule,
+    family: Family,
+) -> Option<Vec<String>> {
+    use crate::config::RuleAction;
+    const TCP_FLAG_NAMES: [(u8, &str); 6] = [
+        (0x01, "FIN"),
+        (0x02, "SYN"),
+        (0x04, "RST"),
+        (0x08, "PSH"),
+        (0x10, "ACK"),
+        (0x20, "URG"),
+    ];
+    let simple = rule.action == RuleAction::Drop
+        && rule.rate.is_none()
+        && rule.mark.is_none()
+        && rule.destination.is_empty()
+        && rule.destination_ports.is_empty()
+        && rule.source_ports.len() <= 1
+        && rule.source.len() <= 16
+        && rule.tcp_flags.is_none_or(|f| f.mask & 0xc0 == 0);
+    if !simple {
+        return None;
+    }
+    let states = if rule.ct_state.is_empty() {
+        &service.queue
+    } else {
+        &rule.ct_state
+    };
+    if states.is_empty() {
+        return None;
+    }
+    let sources: Vec<Option<&IpNet>> = if rule.source.is_empty() {
+        vec![None]
+    } else {
+        let mine: Vec<_> = rule
+            .source
+            .iter()
+            .filter(|n| family.contains(n))
+            .map(Some)
+            .collect();
+        if mine.is_empty() {
+            return Some(Vec::new());
+        }
+        mine
+    };
+    let flag_list = |bits: u8| -> String {
+        let names: Vec<&str> = TCP_FLAG_NAMES
+            .iter()
+            .filter(|(b, _)| bits & b != 0)
+            .map(|(_, n)| *n)
+            .collect();
+        if names.is_empty() {
+            "NONE".to_string()
+        } else {
+            names.join(",")
+        }
+    };
+    let mut lines = Vec::new();
+    for src in sources {
+        // The order iptables-save prints: addresses, interface, protocol and its
+        // match, then the other matches in the order given, the comment, the target.
+        let mut r = format!("-A {}", OwnChain::In.name());
+        if let Some(s) = src {
+            let _ = write!(r, " -s {s}");
+        }
+        if let Some(a) = m.addr {
+            let _ = write!(r, " -d {a}");
+        }
+        if let Some(i) = &rule.interface {
+            let _ = write!(r, " -i {}{}", i.name, if i.prefix { "+" } else { "" });
+        }
+        if let Some(p) = m.proto {
+            let _ = write!(r, " -p {p}");
+            let sport = rule.source_ports.first().copied();
+            let flags = rule.tcp_flags.filter(|_| p == "tcp");
+            if sport.is_some() || m.ports.is_some() || flags.is_some() {
+                let _ = write!(r, " -m {p}");
+                if let Some(sp) = sport {
+                    let _ = write!(r, " --sport {}", port_text(sp));
+                }
+                if let Some(dp) = m.ports {
+                    let _ = write!(r, " --dport {}", port_text(dp));
+                }
+                if let Some(f) = flags {
+                    let _ = write!(
+                        r,
+                        " --tcp-flags {} {}",
+                        flag_list(f.mask),
+                        flag_list(f.value)
+                    );
+                }
+            }
+        } else if !rule.source_ports.is_empty() || rule.tcp_flags.is_some() {
+            return None;
+        }
+        let _ = write!(r, " -m conntrack --ctstate {}", ctstates(states));
+        if let Some(l) = rule.length {
+            if l.min == l.max {
+                let _ = write!(r, " -m length --length {}", l.min);
+            } else {
+                let _ = write!(r, " -m length --length {}:{}", l.min, l.max);
+            }
+        }
+        let comment = format!("{}/{}", service.name, rule.name);
+        let _ = write!(r, " -m comment --comment {} -j DROP", save_string(&comment));
+        lines.push(r);
+    }
+    Some(lines)
 }
 
 /// The service's destinations of `family`: `Some(vec![None])` for "all", `None` when
@@ -298,10 +443,22 @@ impl Match<'_> {
         if !matches.is_empty() {
             let _ = write!(r, " {matches}");
         }
-        // Service names are letters, digits, '-', '_' and '.' (the config checks), so the
-        // comment needs no quoting and reads back from iptables-save unchanged.
-        let _ = write!(r, " -m comment --comment {} {jump}", self.name);
+        let _ = write!(r, " -m comment --comment {} {jump}", save_string(self.name));
         r
+    }
+}
+
+/// A string as `iptables-save` prints it: bare if it is only letters, digits, `_` and
+/// `-`, else in double quotes (names are checked by the config, so nothing needs
+/// escaping). Rendering it the same way makes installed chains read back identically.
+fn save_string(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        s.to_string()
+    } else {
+        format!("\"{s}\"")
     }
 }
 

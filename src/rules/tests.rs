@@ -84,6 +84,8 @@ fn stateless_dns_notracks_both_directions_and_queues_untracked() {
          *filter\n\
          {FILTER_NOTE}\
          :NFQWALL-IN - [0:0]\n\
+         -A NFQWALL-IN -d 192.0.2.53/32 -p udp -m udp --sport 0:1023 --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment \"dns-udp/low-source-port\" -j DROP\n\
+         -A NFQWALL-IN -d 192.0.2.53/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m length --length 4097:65535 -m comment --comment \"dns-udp/oversized\" -j DROP\n\
          -A NFQWALL-IN -d 192.0.2.53/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment dns-udp -j NFQUEUE --queue-balance 0:3 --queue-bypass\n\
          -A NFQWALL-IN -d 192.0.2.53/32 -p tcp -m tcp --dport 53 -m conntrack --ctstate INVALID,NEW -m comment --comment dns-tcp -j NFQUEUE --queue-balance 0:3 --queue-bypass\n\
          -I INPUT -j NFQWALL-IN\n\
@@ -275,6 +277,8 @@ fn install_on_a_clean_host_declares_fills_and_hooks() {
              COMMIT\n\
              *filter\n\
              :NFQWALL-IN - [0:0]\n\
+             -A NFQWALL-IN -d 192.0.2.53/32 -p udp -m udp --sport 0:1023 --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment \"dns-udp/low-source-port\" -j DROP\n\
+             -A NFQWALL-IN -d 192.0.2.53/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m length --length 4097:65535 -m comment --comment \"dns-udp/oversized\" -j DROP\n\
              -A NFQWALL-IN -d 192.0.2.53/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment dns-udp {q}\n\
              -A NFQWALL-IN -d 192.0.2.53/32 -p tcp -m tcp --dport 53 -m conntrack --ctstate INVALID,NEW -m comment --comment dns-tcp {q}\n\
              -I INPUT -j NFQWALL-IN\n\
@@ -422,4 +426,62 @@ fn failing_line_is_read_from_either_tool() {
     );
     assert_eq!(line("no such thing"), None);
     assert_eq!(line("line 99 failed"), None);
+}
+
+/// Simple leading drop rules of an enforce service go to the kernel; the run stops at
+/// the first rule that needs nfqwall (here a rate), and log-only renders none.
+#[test]
+fn leading_simple_drops_render_as_kernel_rules_in_enforce_only() {
+    let text = r#"
+[daemon]
+mode = "enforce"
+[[service]]
+name = "dns"
+protocol = "udp"
+ports = [53]
+stateless = true
+[[service.rule]]
+name = "block-b"
+action = "drop"
+source = ["203.0.113.2/32", "2001:db8:b::/48"]
+[[service.rule]]
+name = "rate"
+action = "drop"
+rate = "100/s"
+[[service.rule]]
+name = "after-rate"
+action = "drop"
+source = ["198.51.100.9"]
+[[service]]
+name = "web"
+protocol = "tcp"
+ports = [80]
+[[service.rule]]
+name = "no-xmas"
+action = "drop"
+tcp_flags = "fin,psh,urg,!ack"
+[[service.rule]]
+name = "ok"
+action = "accept"
+[[service.rule]]
+name = "never-kernel"
+action = "drop"
+source = ["192.0.2.66"]
+"#;
+    let c = cfg(text);
+    assert_eq!(
+        v4(&c).rules(OwnChain::In),
+        [
+            "-A NFQWALL-IN -s 203.0.113.2/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment \"dns/block-b\" -j DROP",
+            "-A NFQWALL-IN -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment dns -j NFQUEUE --queue-num 0 --queue-bypass",
+            "-A NFQWALL-IN -p tcp -m tcp --dport 80 --tcp-flags FIN,PSH,ACK,URG FIN,PSH,URG -m conntrack --ctstate INVALID,NEW -m comment --comment \"web/no-xmas\" -j DROP",
+            "-A NFQWALL-IN -p tcp -m tcp --dport 80 -m conntrack --ctstate INVALID,NEW -m comment --comment web -j NFQUEUE --queue-num 0 --queue-bypass",
+        ]
+    );
+    assert!(v6(&c).rules(OwnChain::In)[0].starts_with("-A NFQWALL-IN -s 2001:db8:b::/48 "));
+    let log_only = cfg(&text.replace("mode = \"enforce\"", "mode = \"log-only\""));
+    assert!(v4(&log_only)
+        .rules(OwnChain::In)
+        .iter()
+        .all(|r| !r.ends_with("-j DROP")));
 }
