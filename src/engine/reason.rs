@@ -184,14 +184,23 @@ impl Reason {
         }
     }
 
-    /// The estimated middlebox offset, for reasons that have one: the midpoint of the
-    /// consistent range (exact when the range has narrowed to one value).
+    /// The estimated middlebox offset, for reasons that have one: exact when the range
+    /// has narrowed to one value; the midpoint of a narrow range; else the lower
+    /// bound, which is off by at most the data not yet acknowledged, where the upper
+    /// bound of a wide range says little.
     pub fn offset_estimate(&self) -> Option<u32> {
         match *self {
             Reason::SackDisplaced {
                 offset_low,
                 offset_high,
-            } => Some(offset_low.wrapping_add(offset_high.wrapping_sub(offset_low) / 2)),
+            } => {
+                let width = offset_high.wrapping_sub(offset_low);
+                Some(if width < 1 << 20 {
+                    offset_low.wrapping_add(width / 2)
+                } else {
+                    offset_low
+                })
+            }
             _ => None,
         }
     }

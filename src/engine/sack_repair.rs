@@ -96,49 +96,84 @@ struct Learner {
     candidate: Option<(u32, u8)>,
     /// The ACK of the latest loss episode (a new cumulative ACK with SACK starts one).
     episode_ack: Option<SeqNumber>,
-    /// Offsets estimated from the first SACK of recent loss episodes.
-    estimates: [Option<u32>; EPISODES],
+    /// The first block's left edge when the episode started.
+    episode_left: Option<SeqNumber>,
+    /// Whether this episode's gap was counted already.
+    episode_counted: bool,
+    /// The first block's right edge in the latest SACK of the episode.
+    last_right: Option<SeqNumber>,
+    /// Growths of that edge between two ACKs of an episode: segments arriving.
+    growths: Tally,
+    /// Episode gaps (`left - ack`): offset plus hole.
+    gaps: Tally,
+    /// Whether `exact` came from segment boundaries (then episodes do not revoke it).
+    by_boundaries: bool,
     exact: Option<u32>,
     last_s: u32,
 }
 
 impl Learner {
-    /// The loss-episode estimate. The first SACK after a loss names one segment
-    /// received past the hole; in a bulk transfer the lost segment has the same size,
-    /// so the hole is the block's length and `offset = left - ack - (right - left)`.
-    /// One episode proves nothing (the lost segment may have been shorter); two
-    /// episodes that agree to the byte pin the offset. Needs no view of the data.
-    fn learn_from_episode(
+    /// The loss-episode method, which needs no view of the data.
+    ///
+    /// A loss episode is a run of SACK-bearing ACKs with one cumulative ACK, the first
+    /// block's left edge fixed at the end of the hole and its right edge growing as
+    /// segments arrive. Its *gap* `left - ack` is the offset plus the hole; each growth
+    /// of the right edge is a segment (or a few) that arrived. With rare, independent
+    /// loss, most holes are one full segment and most growths are one full segment, so
+    /// `offset = most common gap - most common growth`. Short segments (the tail of a
+    /// write) and double losses produce other values; the offset is taken only when
+    /// both modes dominate (seen at least [`MODE_MIN`] times and twice as often as
+    /// the runner-up), because an offset wrong by a few bytes would make repaired
+    /// blocks claim data the client lacks.
+    fn learn_from_episode(&mut self, ack: SeqNumber, blocks: &[SackBlock], low: u32, high: u32) {
+        let [first, ..] = blocks else {
+            return;
+        };
+        if self.episode_ack != Some(ack) {
+            // A new cumulative ACK: perhaps a new episode, perhaps a lone D-SACK (a
+            // duplicate below the ACK, RFC 2883). Only a second ACK waiting at the
+            // same hole, with the block's left edge unchanged and its right edge grown,
+            // proves a hole at `left`: then the gap counts.
+            self.episode_ack = Some(ack);
+            self.episode_left = Some(first.left);
+            self.episode_counted = false;
+            self.last_right = Some(first.right);
+            return;
+        }
+        let Some(prev) = self.last_right else {
+            return;
+        };
+        let grown = first.right.distance_from(prev);
+        if grown == 0 || grown > MAX_SEGMENT || self.episode_left != Some(first.left) {
+            return;
+        }
+        self.last_right = Some(first.right);
+        self.growths.add(grown);
+        if !self.episode_counted {
+            self.episode_counted = true;
+            self.gaps.add(first.left.distance_from(ack));
+        }
+        if self.by_boundaries {
+            return;
+        }
+        self.exact = match (self.gaps.dominant(), self.growths.dominant()) {
+            (Some(gap), Some(segment)) => {
+                let off = gap.wrapping_sub(segment);
+                (off.wrapping_sub(low) <= high.wrapping_sub(low)).then_some(off)
+            }
+            _ => None,
+        };
+    }
+
+    /// The boundary method: one candidate, agreed by two packets in a row.
+    fn learn_from_boundaries(
         &mut self,
         ack: SeqNumber,
         blocks: &[SackBlock],
         low: u32,
         high: u32,
     ) -> Option<u32> {
-        let [only] = blocks else {
-            return None;
-        };
-        if self.episode_ack == Some(ack) {
-            return None;
-        }
-        self.episode_ack = Some(ack);
-        let len = only.right.distance_from(only.left);
-        let estimate = only.left.distance_from(ack).wrapping_sub(len);
-        let in_range = estimate.wrapping_sub(low) <= high.wrapping_sub(low);
-        if !in_range || len == 0 || len > MAX_SEGMENT {
-            return None;
-        }
-        if self.estimates.contains(&Some(estimate)) {
-            return Some(estimate);
-        }
-        self.estimates.rotate_right(1);
-        self.estimates[0] = Some(estimate);
-        None
-    }
-
-    /// The boundary method: one candidate, agreed by two packets in a row.
-    fn learn_from_boundaries(&mut self, blocks: &[SackBlock], low: u32, high: u32) -> Option<u32> {
-        let Some(found) = single_candidate(&self.boundaries, blocks, low, high) else {
+        let Some(found) = single_candidate(&self.boundaries, ack, blocks, low, high) else {
             self.candidate = None;
             return None;
         };
@@ -151,8 +186,39 @@ impl Learner {
     }
 }
 
-/// Loss episodes whose estimates are remembered.
-const EPISODES: usize = 8;
+/// Times the most common value must have been seen before it is trusted.
+const MODE_MIN: u16 = 3;
+
+/// Counts of a few distinct values, to find the most common one. Fixed size: when
+/// full, a new value replaces the rarest.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    values: [(u32, u16); 8],
+}
+
+impl Tally {
+    fn add(&mut self, v: u32) {
+        if let Some(slot) = self.values.iter_mut().find(|(x, n)| *n > 0 && *x == v) {
+            slot.1 = slot.1.saturating_add(1);
+            return;
+        }
+        let rarest = self
+            .values
+            .iter_mut()
+            .min_by_key(|(_, n)| *n)
+            .expect("eight slots");
+        *rarest = (v, 1);
+    }
+
+    /// The most common value, if seen [`MODE_MIN`] times and at least twice as often
+    /// as any other.
+    fn dominant(&self) -> Option<u32> {
+        let mut sorted = self.values;
+        sorted.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        let (top, runner_up) = (sorted[0], sorted[1]);
+        (top.1 >= MODE_MIN && top.1 >= 2 * runner_up.1.max(1)).then_some(top.0)
+    }
+}
 
 /// Largest plausible segment (a jumbo frame's payload).
 const MAX_SEGMENT: u32 = 65_535;
@@ -250,7 +316,12 @@ impl RepairTable {
                     boundaries: Boundaries::default(),
                     candidate: None,
                     episode_ack: None,
-                    estimates: [None; EPISODES],
+                    episode_left: None,
+                    episode_counted: false,
+                    last_right: None,
+                    growths: Tally::default(),
+                    gaps: Tally::default(),
+                    by_boundaries: false,
                     exact: None,
                     last_s: now_s,
                 }
@@ -260,10 +331,12 @@ impl RepairTable {
             return Learned::Unknown;
         };
         l.last_s = now_s;
+        l.learn_from_episode(ack, blocks, low, high);
         if l.exact.is_none() {
-            l.exact = l
-                .learn_from_episode(ack, blocks, low, high)
-                .or_else(|| l.learn_from_boundaries(blocks, low, high));
+            if let Some(off) = l.learn_from_boundaries(ack, blocks, low, high) {
+                l.exact = Some(off);
+                l.by_boundaries = true;
+            }
         }
         match l.exact {
             None => Learned::Unknown,
@@ -296,11 +369,25 @@ fn fits(b: &Boundaries, blocks: &[SackBlock], off: u32) -> bool {
 }
 
 /// The one offset that maps every block onto seen boundaries within `[low, high]`.
-fn single_candidate(b: &Boundaries, blocks: &[SackBlock], low: u32, high: u32) -> Option<u32> {
+///
+/// The first block is taken to lie above the cumulative ACK (a D-SACK below it fits
+/// no candidate and teaches nothing): its start must be a segment start after `ack`.
+/// That excludes the offsets a whole number of segments too large; the right edge on
+/// a segment end seen, within `low`, excludes those too small.
+fn single_candidate(
+    b: &Boundaries,
+    ack: SeqNumber,
+    blocks: &[SackBlock],
+    low: u32,
+    high: u32,
+) -> Option<u32> {
     let first = blocks.first()?;
     let mut found = None;
     // Starts s with left - s in [low, high], i.e. s in [left - high, left - low].
     for start in b.starts_between(first.left - high, first.left - low) {
+        if start <= ack {
+            continue;
+        }
         let off = first.left.distance_from(start);
         if fits(b, blocks, off) {
             if found.is_some_and(|f| f != off) {
@@ -417,12 +504,21 @@ mod tests {
             (1000 + 10 * 1448u32).wrapping_add(off),
         );
         assert_eq!(
-            single_candidate(&b, &[blk], off - 10, off + 1447),
+            single_candidate(&b, SeqNumber(1000 + 6 * 1448), &[blk], off - 10, off + 1447),
             Some(off)
         );
         // A right edge in the middle of a segment fits no offset: no answer.
         let ragged = block(blk.left.0, (blk.right + 5).0);
-        assert_eq!(single_candidate(&b, &[ragged], off - 10, off + 1447), None);
+        assert_eq!(
+            single_candidate(
+                &b,
+                SeqNumber(1000 + 6 * 1448),
+                &[ragged],
+                off - 10,
+                off + 1447
+            ),
+            None
+        );
     }
 
     #[test]
@@ -432,7 +528,10 @@ mod tests {
         let off = 777_777u32;
         let blk = block(1000 + 7 * 1448 + off, 1000 + 10 * 1448 + off);
         // A range three segments wide admits three offsets: no answer.
-        assert_eq!(single_candidate(&b, &[blk], off - 2 * 1448, off + 10), None);
+        assert_eq!(
+            single_candidate(&b, SeqNumber(1000), &[blk], off - 2 * 1448, off + 10),
+            None
+        );
     }
 
     #[test]
@@ -479,61 +578,99 @@ mod tests {
         .0
     }
 
+    /// One loss episode: the hole at `hole` (server space) of `lost` bytes, then
+    /// `acks` dupacks whose SACK block grows by `step` bytes each (client space).
+    fn episode(
+        t: &RepairTable,
+        key: &FlowKey,
+        off: u32,
+        hole: u32,
+        lost: u32,
+        step: u32,
+        acks: u32,
+    ) -> Learned {
+        let range = (off - 50_000, off + 50_000);
+        let mut last = Learned::Unknown;
+        for n in 1..=acks {
+            let left = hole + lost + off;
+            let blk = [block(left, left + n * step)];
+            last = t.learn(key, 1, SeqNumber(hole), &blk, range, 1 << 20, 0);
+        }
+        last
+    }
+
     #[test]
-    fn two_loss_episodes_that_agree_pin_the_offset_without_seeing_data() {
+    fn common_one_segment_holes_pin_the_offset_without_seeing_data() {
         let t = RepairTable::new(8);
         let key = key();
         let off = 0xdead_0000u32;
-        let range = (off - 5000, off + 5000);
-        let room = 64 * 1024;
-        // Episode 1: the segment at 10_000 (1448 bytes) is lost; the first SACK names
-        // the next one, in the client's shifted space.
-        let first = |hole: u32| [block(hole + 1448 + off, hole + 2896 + off)];
+        // Three episodes, each a lost 1448-byte segment and segments arriving after.
         assert_eq!(
-            t.learn(&key, 1, SeqNumber(10_000), &first(10_000), range, room, 0),
+            episode(&t, &key, off, 10_000, 1448, 1448, 4),
             Learned::Unknown
         );
-        // Later SACKs of the same episode (same ACK) add nothing.
-        let grown = [block(11_448 + off, 14_344 + off)];
         assert_eq!(
-            t.learn(&key, 1, SeqNumber(10_000), &grown, range, room, 0),
+            episode(&t, &key, off, 90_000, 1448, 1448, 3),
             Learned::Unknown
         );
-        // Episode 2, the same shape elsewhere: the estimates agree.
         assert_eq!(
-            t.learn(&key, 1, SeqNumber(50_000), &first(50_000), range, room, 0),
+            episode(&t, &key, off, 190_000, 1448, 1448, 3),
             Learned::Exact(off)
         );
-        // From then on, plausible blocks are repairable; a block far outside is not.
-        let far = [block(900_000 + off, 901_000 + off)];
+        // A block far outside the offered window is never repaired.
+        let far = [block(
+            off.wrapping_add(900_000_000),
+            off.wrapping_add(900_001_000),
+        )];
+        let range = (off - 50_000, off + 50_000);
         assert_eq!(
-            t.learn(&key, 1, SeqNumber(60_000), &far, range, room, 0),
+            t.learn(&key, 1, SeqNumber(195_000), &far, range, 1 << 20, 0),
             Learned::Unverified(off)
         );
     }
 
     #[test]
-    fn episodes_that_disagree_pin_nothing_until_two_agree() {
+    fn short_segments_and_double_losses_do_not_mislead() {
         let t = RepairTable::new(8);
         let key = key();
         let off = 77_000u32;
-        let range = (off - 5000, off + 5000);
-        // The first lost segment was short (500 bytes): its estimate is off by 948.
-        let ep1 = [block(10_500 + off, 11_948 + off)];
+        // A short lost segment (336 bytes), a double loss, then common episodes; the
+        // short segments also show up as short growths.
+        episode(&t, &key, off, 10_000, 336, 336, 3);
+        episode(&t, &key, off, 50_000, 2896, 1448, 3);
         assert_eq!(
-            t.learn(&key, 1, SeqNumber(10_000), &ep1, range, 65535, 0),
+            episode(&t, &key, off, 90_000, 1448, 1448, 3),
             Learned::Unknown
         );
-        let ep2 = [block(21_448 + off, 22_896 + off)];
         assert_eq!(
-            t.learn(&key, 1, SeqNumber(20_000), &ep2, range, 65535, 0),
+            episode(&t, &key, off, 130_000, 1448, 1448, 3),
             Learned::Unknown
         );
-        let ep3 = [block(31_448 + off, 32_896 + off)];
         assert_eq!(
-            t.learn(&key, 1, SeqNumber(30_000), &ep3, range, 65535, 0),
+            episode(&t, &key, off, 170_000, 1448, 1448, 3),
             Learned::Exact(off)
         );
+    }
+
+    #[test]
+    fn a_lone_dsack_is_not_an_episode() {
+        let t = RepairTable::new(8);
+        let key = key();
+        let off = 5_000_000u32;
+        // Single packets with new ACKs (D-SACKs below the ACK): nothing counts.
+        for i in 0..10u32 {
+            let blk = [block(off + i * 10_000, off + i * 10_000 + 1448)];
+            t.learn(
+                &key,
+                1,
+                SeqNumber(i * 10_000 + 5_000),
+                &blk,
+                (0, u32::MAX - 1),
+                1 << 20,
+                0,
+            );
+        }
+        assert_eq!(t.exact(&key), None);
     }
 
     #[test]

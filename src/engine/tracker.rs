@@ -544,8 +544,9 @@ impl TcpTracker {
     /// the mark of a middlebox that shifted the sequence space but not the SACK
     /// option (RFC 2018 blocks are absolute sequence numbers).
     ///
-    /// For a block `[left, right)` displaced by `offset`: `left - offset > ack` and
-    /// `right - offset <= data_end`, so `right - data_end <= offset < left - ack`,
+    /// For a block `[left, right)` displaced by `offset`: `left - offset > ack` (except
+    /// for a D-SACK) and `right - offset <= data_end`, so
+    /// `right - data_end <= offset < left - ack`,
     /// where `data_end` is the higher of what the data sender sent and the window
     /// the SACK sender offered.
     /// Intersecting these ranges over a flow narrows the offset.
@@ -568,15 +569,22 @@ impl TcpTracker {
         let below = data_side.maxwin.max(MIN_SLACK);
         let mut outside = false;
         let mut range: Option<(u32, u32)> = None;
-        for b in sack.as_slice() {
+        for (i, b) in sack.as_slice().iter().enumerate() {
             let plausible = b.left.in_range(ack - below, data_end + 1)
                 && b.right.in_range(b.left + 1, data_end + 1);
             if plausible {
                 continue;
             }
             outside = true;
-            let high = b.left.distance_from(ack).wrapping_sub(1);
             let low = b.right.distance_from(data_end);
+            // RFC 2883: the first block may be a D-SACK, reporting a duplicate *below*
+            // the cumulative ACK, so only the other blocks bound the offset from above.
+            // (A D-SACK's data was sent too, so its right edge still bounds it below.)
+            let high = if i == 0 {
+                low.wrapping_add((1 << 30) - 1)
+            } else {
+                b.left.distance_from(ack).wrapping_sub(1)
+            };
             range = match range {
                 None => Some((low, high)),
                 Some(prev) => intersect(prev, (low, high)),
