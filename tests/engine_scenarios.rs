@@ -628,3 +628,53 @@ fn given_state_udp_queries_leave_no_flow_state() {
     );
     assert_eq!(engine.flows().len(), 1);
 }
+
+/// `CtHint::Queued` (a kernel that attaches no conntrack state): the engine infers
+/// the state from what nfqwall's rendered ruleset queues, while it reads the packet.
+#[test]
+fn queued_state_is_inferred_from_the_ruleset() {
+    let config = Config::from_toml_str(
+        "[[service]]\nname = \"dns\"\nprotocol = \"udp\"\nports = [53]\nstateless = true\n\
+         [[service]]\nname = \"web\"\nprotocol = \"tcp\"\n",
+        "t",
+    )
+    .unwrap();
+    let engine = Engine::new(&config);
+    let meta = PacketMeta {
+        ct: CtHint::Queued,
+        ..PacketMeta::raw_ip()
+    };
+    let tcp = |flags: (bool, Option<u32>, bool, bool)| {
+        let (syn, ack, rst, fin) = flags;
+        bytes(&Seg {
+            syn,
+            ack,
+            rst,
+            fin,
+            seq: 1,
+            ..templ()
+        })
+    };
+    let state = |pkt: &[u8]| engine.decide(1, &meta, pkt).ct_state;
+    assert_eq!(state(&tcp((true, None, false, false))), CtState::New);
+    assert_eq!(
+        state(&tcp((true, Some(5), false, false))),
+        CtState::Invalid,
+        "SYN/ACK cannot open"
+    );
+    assert_eq!(
+        state(&tcp((false, Some(5), false, false))),
+        CtState::Invalid
+    );
+    assert_eq!(state(&tcp((false, None, true, false))), CtState::Invalid);
+    let udp = |dport: u16| {
+        let mut p = Vec::new();
+        PacketBuilder::ipv4(CLIENT, SERVER, 64)
+            .udp(1000, dport)
+            .write(&mut p, &[0; 8])
+            .unwrap();
+        p
+    };
+    assert_eq!(state(&udp(53)), CtState::Untracked, "stateless service");
+    assert_eq!(state(&udp(5353)), CtState::New);
+}

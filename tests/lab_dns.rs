@@ -66,9 +66,9 @@ stateless = true
 queue = []
 "#;
 
-/// The same service with a simple stateless rule: drop client B. Whether `nfqwall
-/// rules` renders it as a kernel rule is checked at run time (it does not yet: the
-/// renderer emits only NOTRACK and NFQUEUE rules; `[[service.rule]]` is for nfqwall).
+/// The same service with a simple stateless rule: drop client B. In enforce mode
+/// `nfqwall rules` renders it as a kernel rule (checked at run time: a hand-written
+/// rule stands in, and the row says so, if it ever stops doing so).
 const BLOCK_TOML: &str = r#"
 [daemon]
 mode = "enforce"
@@ -397,6 +397,7 @@ fn lab_busy_dns_server() {
     //    count (nfqwall stats / events) close to the queries sent (fail-open would
     //    otherwise inflate the figure), and judged qps >= 0.6 x kernel.
     let mut judged_qps = None;
+    let mut judged_share = None;
     if let Some(sc) = judged() {
         let o = lab.run(&sc);
         let a = o.client("A");
@@ -406,7 +407,28 @@ fn lab_busy_dns_server() {
             o.name,
             o.ct_count
         );
-        assert!(a.completed > 0, "{}: nothing answered: {a:?}", o.name);
+        assert!(
+            a.completed > 10_000,
+            "{}: too little answered: {a:?}",
+            o.name
+        );
+        // Client A spreads over 254 addresses, each far under the per-source rate:
+        // nothing of it is limited.
+        assert!(a.lost * 1000 <= a.sent, "{}: A lost queries: {a:?}", o.name);
+        let stats: serde_json::Value =
+            serde_json::from_str(o.collected.as_deref().expect("nfqwall stats"))
+                .expect("stats JSON");
+        let judged_packets = stats["packets"].as_u64().unwrap_or(0);
+        // With fail-open, a full kernel queue accepts queries uninspected: the share
+        // nfqwall judged says how much of the figure is nfqwall's.
+        judged_share = Some(judged_packets as f64 / a.sent as f64);
+        assert!(
+            judged_packets as f64 >= 0.5 * a.sent as f64,
+            "{}: nfqwall judged {judged_packets} of {} queries: {stats}",
+            o.name,
+            a.sent
+        );
+        assert_eq!(stats["dropped"], 0, "{}: {stats}", o.name);
         judged_qps = Some(a.qps);
         println!(
             "nfqwall stats: {}",
@@ -424,6 +446,29 @@ fn lab_busy_dns_server() {
                     .join(" | ")
             );
         }
+        outcomes.push(o);
+
+        // The per-source rate, judged by nfqwall (a rate is not a kernel rule here):
+        // client B sends from one address, far over 2,000/s, and is limited; A is not.
+        let mut both = judged().expect("run exists");
+        both.name = "nfqwall judges UNTRACKED, B over rate".to_string();
+        both.clients = vec!["A", "B"];
+        let o = lab.run(&both);
+        let (a, b) = (o.client("A"), o.client("B"));
+        let stats: serde_json::Value =
+            serde_json::from_str(o.collected.as_deref().expect("nfqwall stats")).expect("stats");
+        let limited = stats["dropped"].as_u64().unwrap_or(0);
+        println!(
+            "rate rule: B sent {} answered {} ({:.0}/s); nfqwall dropped {limited}; A lost {}",
+            b.sent, b.completed, b.qps, a.lost
+        );
+        assert!(limited > 0, "B was never over the rate: {stats}");
+        assert!(
+            b.qps <= 2000.0 * 1.1 + 4000.0 / f64::from(SECS),
+            "B answered {:.0}/s, over its 2,000/s (burst 4,000)",
+            b.qps
+        );
+        assert!(a.lost * 1000 <= a.sent, "A was limited too: {a:?}");
         outcomes.push(o);
     }
 
@@ -445,8 +490,9 @@ fn lab_busy_dns_server() {
     );
     if let Some(j) = judged_qps {
         println!(
-            "nfqwall judging UNTRACKED:               {j:.0} queries/s = {:.2} x kernel-only (aim >= 0.6)",
-            j / kernel
+            "nfqwall judging UNTRACKED:               {j:.0} queries/s = {:.2} x kernel-only (aim >= 0.6), {:.0}% of queries judged",
+            j / kernel,
+            100.0 * judged_share.unwrap_or(0.0)
         );
     }
     let floor = if strict { 0.95 } else { BLOCK_FLOOR };

@@ -20,7 +20,7 @@
 //! it as `conntrack_only_invalid` or a pickup.
 
 use crate::engine::policy::Policy;
-use crate::engine::CtState;
+use crate::engine::{CtHint, CtState};
 use crate::wire::{self, Transport};
 
 /// Where the conntrack state of queued packets comes from.
@@ -63,36 +63,34 @@ pub fn from_nfq(info: Option<&nfq::Conntrack>) -> KernelCt {
     }
 }
 
-/// TCP SYN, ACK, RST and FIN bits.
-const SYN: u8 = 0x02;
-const NOT_OPENING: u8 = 0x01 | 0x04 | 0x10;
-
-/// The conntrack state to hand the engine for one queued IP packet.
-pub fn state_for(source: CtSource, kernel: KernelCt, policy: &Policy, ip: &[u8]) -> CtState {
-    if let KernelCt::Given(s) = kernel {
-        return s;
-    }
-    let Ok(pkt) = wire::parse_ip(ip, ip.len()) else {
-        // Unreadable headers: conntrack cannot track it either.
-        return CtState::Invalid;
-    };
-    let (dport, tcp_flags) = match pkt.transport {
-        Transport::Tcp(ref t) => (Some(t.dport), Some(t.flags)),
-        Transport::Udp { dport, .. } => (Some(dport), None),
-        _ => (None, None),
-    };
-    let service = policy.find_service(pkt.proto, pkt.dst, dport);
-    if service.is_some_and(|s| s.stateless()) {
-        return CtState::Untracked;
-    }
-    match source {
-        // The kernel would have said if the packet had an entry: it has none.
-        CtSource::Kernel => CtState::Invalid,
-        CtSource::Inferred => match tcp_flags {
-            Some(f) if f & SYN != 0 && f & NOT_OPENING == 0 => CtState::New,
-            Some(_) => CtState::Invalid,
-            None => CtState::New,
-        },
+/// The conntrack hint to hand the engine for one queued IP packet.
+///
+/// The kernel's state wins when it attached one. Without one, on a kernel that does
+/// attach states (`CtSource::Kernel`), the packet had no conntrack entry: UNTRACKED
+/// for a `stateless` service, else INVALID. On a kernel that never attaches them
+/// (`CtSource::Inferred`), the engine infers the state from what the ruleset queues
+/// ([`CtHint::Queued`]), reading the headers once for both.
+pub fn hint_for(source: CtSource, kernel: KernelCt, policy: &Policy, ip: &[u8]) -> CtHint {
+    match (kernel, source) {
+        (KernelCt::Given(s), _) => CtHint::Given(s),
+        (KernelCt::Absent, CtSource::Inferred) => CtHint::Queued,
+        (KernelCt::Absent, CtSource::Kernel) => {
+            let stateless = wire::parse_ip(ip, ip.len()).ok().is_some_and(|pkt| {
+                let dport = match pkt.transport {
+                    Transport::Tcp(ref t) => Some(t.dport),
+                    Transport::Udp { dport, .. } => Some(dport),
+                    _ => None,
+                };
+                policy
+                    .find_service(pkt.proto, pkt.dst, dport)
+                    .is_some_and(|s| s.stateless())
+            });
+            CtHint::Given(if stateless {
+                CtState::Untracked
+            } else {
+                CtState::Invalid
+            })
+        }
     }
 }
 
@@ -136,37 +134,28 @@ mod tests {
     #[test]
     fn kernel_state_wins() {
         let p = dns_policy();
-        let s = state_for(
+        let h = hint_for(
             CtSource::Kernel,
             KernelCt::Given(CtState::Established),
             &p,
             &tcp(80, 0x10),
         );
-        assert_eq!(s, CtState::Established);
+        assert_eq!(h, CtHint::Given(CtState::Established));
     }
 
     #[test]
     fn absent_with_kernel_source_is_invalid_or_untracked() {
         let p = dns_policy();
-        let f = |b: &[u8]| state_for(CtSource::Kernel, KernelCt::Absent, &p, b);
-        assert_eq!(f(&tcp(80, SYN)), CtState::Invalid);
-        assert_eq!(f(&udp(53)), CtState::Untracked);
+        let f = |b: &[u8]| hint_for(CtSource::Kernel, KernelCt::Absent, &p, b);
+        assert_eq!(f(&tcp(80, 0x02)), CtHint::Given(CtState::Invalid));
+        assert_eq!(f(&udp(53)), CtHint::Given(CtState::Untracked));
+        assert_eq!(f(&[0x45, 0]), CtHint::Given(CtState::Invalid), "truncated");
     }
 
     #[test]
-    fn inferred_states() {
+    fn absent_on_an_inferring_kernel_lets_the_engine_infer() {
         let p = dns_policy();
-        let f = |b: &[u8]| state_for(CtSource::Inferred, KernelCt::Absent, &p, b);
-        assert_eq!(f(&tcp(80, SYN)), CtState::New);
-        assert_eq!(
-            f(&tcp(80, SYN | 0x10)),
-            CtState::Invalid,
-            "SYN/ACK cannot open"
-        );
-        assert_eq!(f(&tcp(80, 0x10)), CtState::Invalid);
-        assert_eq!(f(&tcp(80, 0x04)), CtState::Invalid);
-        assert_eq!(f(&udp(53)), CtState::Untracked, "stateless service");
-        assert_eq!(f(&udp(5353)), CtState::New);
-        assert_eq!(f(&[0x45, 0]), CtState::Invalid, "truncated");
+        let h = hint_for(CtSource::Inferred, KernelCt::Absent, &p, &udp(53));
+        assert_eq!(h, CtHint::Queued);
     }
 }

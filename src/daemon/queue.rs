@@ -129,10 +129,15 @@ fn handle(
         let mark = msg.get_nfmark();
         let in_iface = ifaces.name(indev);
         judge(engine, shedding, || {
-            let state = ct::state_for(ct_source, kernel_ct, &engine.policy(), payload);
+            let ct = match (kernel_ct, ct_source) {
+                // The common case on kernels that attach no state: no policy handle,
+                // no second parse; the engine infers while it reads the packet.
+                (ct::KernelCt::Absent, CtSource::Inferred) => CtHint::Queued,
+                _ => ct::hint_for(ct_source, kernel_ct, &engine.policy(), payload),
+            };
             let meta = PacketMeta {
                 link: LinkType::RawIp,
-                ct: CtHint::Given(state),
+                ct,
                 in_iface,
                 out_iface: None,
                 mark,

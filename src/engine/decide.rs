@@ -143,6 +143,36 @@ const MAX_REPAIRED_FLOWS: usize = 4096;
 /// Seconds without a displaced SACK or data after which a flow's learning is dropped.
 const REPAIR_IDLE_S: u32 = 600;
 
+/// The state a hint names (NEW for `Auto`, which derives it only for TCP and UDP).
+fn hint_state(hint: CtHint) -> CtState {
+    match hint {
+        CtHint::Given(s) => s,
+        CtHint::Auto | CtHint::Queued => CtState::New,
+    }
+}
+
+/// [`CtHint::Queued`]: the state conntrack had when nfqwall's rendered ruleset queued
+/// the packet, inferred from what that ruleset queues.
+fn infer_queued_state(
+    policy: &Policy,
+    pkt: &wire::Packet<'_>,
+    dport: Option<u16>,
+    tcp_flags: Option<u8>,
+) -> CtState {
+    use crate::engine::analysis::tcp_flags::{ACK, FIN, RST, SYN};
+    if policy
+        .find_service(pkt.proto, pkt.dst, dport)
+        .is_some_and(|s| s.stateless())
+    {
+        return CtState::Untracked;
+    }
+    match tcp_flags {
+        Some(f) if f & SYN != 0 && f & (ACK | RST | FIN) == 0 => CtState::New,
+        Some(_) => CtState::Invalid,
+        None => CtState::New,
+    }
+}
+
 /// The decision engine. Shared by reference between the threads of a front end.
 pub struct Engine {
     /// Swapped whole on reload; readers never wait.
@@ -221,7 +251,7 @@ impl Engine {
         let default_mode = policy.default_mode();
         let given_ct = match meta.ct {
             CtHint::Given(s) => s,
-            CtHint::Auto => CtState::New,
+            CtHint::Auto | CtHint::Queued => CtState::New,
         };
         let mut d = Decision {
             verdict: Verdict::Accept,
@@ -268,18 +298,22 @@ impl Engine {
             proto: pkt.proto,
         });
 
+        let hint = match meta.ct {
+            CtHint::Queued => CtHint::Given(infer_queued_state(&policy, &pkt, dport, tcp_flags)),
+            given => given,
+        };
         let tracked = match pkt.transport {
-            Transport::Tcp(ref seg) => self.track_tcp(now_ns, meta.ct, &pkt, seg),
-            Transport::Udp { sport, dport } => self.track_udp(now_ns, meta.ct, &pkt, sport, dport),
+            Transport::Tcp(ref seg) => self.track_tcp(now_ns, hint, &pkt, seg),
+            Transport::Udp { sport, dport } => self.track_udp(now_ns, hint, &pkt, sport, dport),
             Transport::Fragment => Tracked {
-                ct: given_ct,
+                ct: hint_state(hint),
                 reason: Some(Reason::Fragment),
                 patterns: Patterns::EMPTY,
                 peer: None,
                 repair: None,
             },
             _ => Tracked {
-                ct: given_ct,
+                ct: hint_state(hint),
                 reason: None,
                 patterns: Patterns::EMPTY,
                 peer: None,
@@ -484,21 +518,19 @@ impl Engine {
                 options_error.or(Some(Reason::FlowTableFull))
             };
             return Tracked {
-                ct: match hint {
-                    CtHint::Given(s) => s,
-                    CtHint::Auto => CtState::New,
-                },
+                ct: hint_state(hint),
                 reason,
                 patterns: Patterns::EMPTY,
                 peer: Some(pkt.src),
                 repair: None,
             };
         };
+        // (`Queued` was resolved to a given state before tracking.)
         let ct = match hint {
             CtHint::Given(s) => s,
-            CtHint::Auto if reason.is_some() => CtState::Invalid,
-            CtHint::Auto if new => CtState::New,
-            CtHint::Auto => CtState::Established,
+            _ if reason.is_some() => CtState::Invalid,
+            _ if new => CtState::New,
+            _ => CtState::Established,
         };
         // The kernel doubted a packet the liberal tracker finds fine: name the benign
         // pattern that explains the difference, so the log says why it was let through.
@@ -558,8 +590,8 @@ impl Engine {
         let ct = match (hint, seen) {
             (CtHint::Given(s), _) => s,
             // Conntrack calls UDP NEW until it sees a reply.
-            (CtHint::Auto, Some(true) | None) => CtState::New,
-            (CtHint::Auto, Some(false)) => CtState::Established,
+            (_, Some(true) | None) => CtState::New,
+            (_, Some(false)) => CtState::Established,
         };
         Tracked {
             ct,

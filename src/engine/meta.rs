@@ -55,6 +55,12 @@ pub enum CtHint {
     Auto,
     /// Use this state as given (the live loop passes what the kernel attached).
     Given(CtState),
+    /// The packet was queued by nfqwall's rendered ruleset, but the kernel attached
+    /// no conntrack state (kernels without `CONFIG_NETFILTER_NETLINK_GLUE_CT`): infer
+    /// it from what that ruleset queues. A packet of a `stateless` service is
+    /// UNTRACKED; a TCP SYN without ACK, RST or FIN is NEW; any other TCP segment
+    /// was queued as INVALID; anything else is NEW.
+    Queued,
 }
 
 /// The link-layer framing of the bytes handed to the engine.

@@ -274,10 +274,13 @@ fn kernel_drop(
     if !simple {
         return None;
     }
-    let states = if rule.ct_state.is_empty() {
-        &service.queue
-    } else {
-        &rule.ct_state
+    // A stateless service that queues nothing to nfqwall (`queue = []`: kernel
+    // only) still has its rules applied to its UNTRACKED packets.
+    let untracked = [CtState::Untracked];
+    let states: &[CtState] = match (&rule.ct_state[..], &service.queue[..]) {
+        ([], []) if service.stateless => &untracked,
+        ([], queued) => queued,
+        (own, _) => own,
     };
     if states.is_empty() {
         return None;
