@@ -163,7 +163,7 @@ pub struct Service {
     pub stateless: bool,
     /// Conntrack states the rendered ruleset sends to nfqwall.
     pub queue: Vec<CtState>,
-    /// Whether to rewrite displaced SACK blocks (parsed and kept; later feature).
+    /// Whether to rewrite displaced SACK blocks (and queue SACK-bearing segments).
     pub sack_repair: bool,
     /// Rules in order; the first terminating match wins.
     pub rules: Vec<Rule>,
