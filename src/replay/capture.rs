@@ -355,15 +355,20 @@ impl<R: Read> CaptureReader<R> {
                         units_per_sec,
                     });
                 }
-                // Enhanced Packet Block.
-                6 => {
+                // Enhanced Packet Block (6), and the obsolete Packet Block (2) with the
+                // same layout but a 16-bit interface id (then a drop count).
+                6 | 2 => {
                     if body.len() < 20 {
                         return Err(CaptureError::Malformed {
                             offset: start,
-                            why: "enhanced packet block shorter than 20 bytes",
+                            why: "packet block shorter than 20 bytes",
                         });
                     }
-                    let iface = u32_at(body, 0, big_endian) as usize;
+                    let iface = if block_type == 6 {
+                        u32_at(body, 0, big_endian) as usize
+                    } else {
+                        usize::from(u16_at(body, 0, big_endian))
+                    };
                     let ts = (u64::from(u32_at(body, 4, big_endian)) << 32)
                         | u64::from(u32_at(body, 8, big_endian));
                     let caplen = u32_at(body, 12, big_endian) as usize;
@@ -371,7 +376,7 @@ impl<R: Read> CaptureReader<R> {
                     if 20 + caplen > body.len() {
                         return Err(CaptureError::Malformed {
                             offset: start,
-                            why: "enhanced packet block captured length exceeds the block",
+                            why: "packet block captured length exceeds the block",
                         });
                     }
                     let Some(intf) = interfaces.get(iface).copied() else {
@@ -408,35 +413,6 @@ impl<R: Read> CaptureReader<R> {
                         ts_ns: 0,
                         linktype: intf.linktype,
                         data_start: 4,
-                        caplen,
-                        wire_len,
-                    }));
-                }
-                // Obsolete Packet Block.
-                2 => {
-                    if body.len() < 20 {
-                        return Err(CaptureError::Malformed {
-                            offset: start,
-                            why: "packet block shorter than 20 bytes",
-                        });
-                    }
-                    let iface = usize::from(u16_at(body, 0, big_endian));
-                    let ts = (u64::from(u32_at(body, 4, big_endian)) << 32)
-                        | u64::from(u32_at(body, 8, big_endian));
-                    let caplen = u32_at(body, 12, big_endian) as usize;
-                    let wire_len = u32_at(body, 16, big_endian);
-                    let (Some(intf), true) =
-                        (interfaces.get(iface).copied(), 20 + caplen <= body.len())
-                    else {
-                        return Err(CaptureError::Malformed {
-                            offset: start,
-                            why: "packet block names an unknown interface or overruns its block",
-                        });
-                    };
-                    return Ok(Some(FrameMeta {
-                        ts_ns: units_to_ns(ts, intf.units_per_sec),
-                        linktype: intf.linktype,
-                        data_start: 20,
                         caplen,
                         wire_len,
                     }));

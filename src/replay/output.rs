@@ -115,6 +115,28 @@ pub fn json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// "name count" for each contract pattern with a count, most frequent first.
+fn pattern_counts(count: impl Fn(Pattern) -> u32) -> Vec<String> {
+    let mut kinds: Vec<(u32, &str)> = Pattern::CONTRACT
+        .iter()
+        .map(|p| (count(*p), p.name()))
+        .filter(|(n, _)| *n > 0)
+        .collect();
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.0));
+    kinds.iter().map(|(n, k)| format!("{k} {n}")).collect()
+}
+
+/// A first..last time span in seconds with milliseconds.
+struct Span(u64, u64);
+
+impl std::fmt::Display for Span {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |ns: u64| (ns / 1_000_000_000, ns / 1_000_000 % 1000);
+        let ((a, am), (b, bm)) = (ms(self.0), ms(self.1));
+        write!(f, "{a}.{am:03}..{b}.{bm:03}")
+    }
+}
+
 /// Peers shown in the summary.
 const TOP_PEERS: usize = 10;
 
@@ -161,16 +183,10 @@ pub fn write_summary(w: &mut dyn Write, s: &ReplaySummary, engine: &Engine) -> i
         writeln!(w, "  (none)")?;
     }
     for (addr, p) in peers.iter().take(TOP_PEERS) {
-        let mut kinds: Vec<(u32, &str)> = Pattern::CONTRACT
-            .iter()
-            .map(|pat| (p.patterns[*pat as usize], pat.name()))
-            .filter(|(n, _)| *n > 0)
-            .collect();
-        kinds.sort_by_key(|k| std::cmp::Reverse(k.0));
-        let kinds: Vec<String> = kinds.iter().map(|(n, k)| format!("{k} {n}")).collect();
+        let kinds = pattern_counts(|pat| p.patterns[pat as usize]);
         writeln!(
             w,
-            "  {addr}: {} flagged, {} benign doubtful, {} hostile; {} (seen {}.{:03}..{}.{:03})",
+            "  {addr}: {} flagged, {} benign doubtful, {} hostile; {} (seen {})",
             p.trouble(),
             p.benign,
             p.hostile,
@@ -179,10 +195,7 @@ pub fn write_summary(w: &mut dyn Write, s: &ReplaySummary, engine: &Engine) -> i
             } else {
                 kinds.join(", ")
             },
-            p.first_ns / 1_000_000_000,
-            p.first_ns / 1_000_000 % 1000,
-            p.last_ns / 1_000_000_000,
-            p.last_ns / 1_000_000 % 1000,
+            Span(p.first_ns, p.last_ns),
         )?;
     }
     writeln!(w)?;
@@ -194,14 +207,13 @@ pub fn write_summary(w: &mut dyn Write, s: &ReplaySummary, engine: &Engine) -> i
         let (Some(a), Some(b)) = (f.first, f.second) else {
             continue;
         };
-        let mut kinds: Vec<(u32, &str)> = Pattern::CONTRACT
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (f.patterns[i], p.name()))
-            .filter(|(n, _)| *n > 0)
-            .collect();
-        kinds.sort_by_key(|k| std::cmp::Reverse(k.0));
-        let mut parts: Vec<String> = kinds.iter().map(|(n, k)| format!("{k} {n}")).collect();
+        let mut parts = pattern_counts(|pat| {
+            let i = Pattern::CONTRACT
+                .iter()
+                .position(|p| *p == pat)
+                .unwrap_or(0);
+            f.patterns[i]
+        });
         if f.benign > 0 {
             parts.push(format!("benign doubtful {}", f.benign));
         }
@@ -210,16 +222,13 @@ pub fn write_summary(w: &mut dyn Write, s: &ReplaySummary, engine: &Engine) -> i
         }
         writeln!(
             w,
-            "  {}:{} <-> {}:{}: {} ({}.{:03}..{}.{:03})",
+            "  {}:{} <-> {}:{}: {} ({})",
             a.0,
             a.1,
             b.0,
             b.1,
             parts.join(", "),
-            f.first_ns / 1_000_000_000,
-            f.first_ns / 1_000_000 % 1000,
-            f.last_ns / 1_000_000_000,
-            f.last_ns / 1_000_000 % 1000,
+            Span(f.first_ns, f.last_ns),
         )?;
     }
     writeln!(w)?;
