@@ -1,4 +1,5 @@
-//! Lab 1 of issue 4: the Cisco-style middlebox, without nfqwall (baselines).
+//! Lab 1 of issue 4: the Cisco-style middlebox, its baselines, and nfqwall in front of
+//! the server (enforce, `sack_repair`, log-only).
 //!
 //! client (192.0.2.1) — middlebox (seqrand_middlebox on FORWARD) — server (198.51.100.1,
 //! python3 http.server, 20 MiB file, `--ctstate INVALID -j DROP`). The middlebox shifts
@@ -614,47 +615,15 @@ fn half(r: &Row) -> &str {
 }
 
 // ---------------------------------------------------------------------------------
-// EXTENSION POINT: the nfqwall scenarios (issue 4, "nfqwall's part").
+// How the nfqwall scenarios are wired (`with_nfqwall` above): the same lab with another
+// `ServerSide`, a config file and `nfqwall run` in the server namespace, which installs
+// its own rules in front of the hardened DROP (`-I INPUT -j NFQWALL-IN`): the web
+// service's INVALID and NEW packets, and with `sack_repair` its SACK-bearing segments
+// (`-m tcp --tcp-option 5`: in the "below" half they are not INVALID, yet the server's
+// TCP discards their blocks). An NF_ACCEPT verdict from filter INPUT is final for that
+// table, so a packet nfqwall accepts skips the DROP rule.
 //
-// An nfqwall scenario is the same lab with another `ServerSide`: a ruleset, a config
-// file and one process in the server namespace. Nothing else in the lab changes:
-//
-//     let server = ServerSide {
-//         liberal: false,
-//         rules: vec![/* the lines below */],   // or `nfqwall rules install ..`
-//         files: vec![("nfqwall.toml".into(), CONFIG_TOML.into())],
-//         procs: vec![ServerProc {
-//             name: "nfqwall".into(),
-//             cmd: format!("{} run --config {{dir}}/nfqwall.toml", env!("CARGO_BIN_EXE_nfqwall")),
-//             ready: Some("grep -q READY-LINE {dir}/nfqwall.log".into()),
-//         }],
-//     };
-//     let row = scenario("nfqwall enforce, offset above", "l1wa",
-//         spec(false, &with_loss("--half above --seed 21"), server), COMPLETE_SECS);
-//     // row.dl: bytes and time; row.c: INVALID drops and TCP counters;
-//     // row.proc_logs: [("nfqwall", its stdout+stderr)] for the events.
-//
-// The forged RST with randomization on
-// is `--half above --inject-rst-after 2000000 --inject-rst-distance 2147483648` plus
-// the loss; the middlebox logs `inject-rst ... seq=..` when it sent it.
-//
-// The ruleset the nfqwall scenario needs in the server namespace (IPv4 shown; the same
-// with ip6tables), in this order, before the hardened DROP:
-//
-//     # conntrack's doubts go to nfqwall; no listener means accept (fail open)
-//     iptables -A INPUT -p tcp --dport 8080 -m conntrack --ctstate INVALID \
-//              -j NFQUEUE --queue-num Q --queue-bypass
-//     # sack_repair only: SACK-bearing packets too. In the "below" half they are NOT
-//     # INVALID (conntrack ignores SACK edges below the ACK), yet the server's TCP
-//     # discards their blocks, so repair needs them queued as well.
-//     iptables -A INPUT -p tcp --dport 8080 -m tcp --tcp-option 5 \
-//              -j NFQUEUE --queue-num Q --queue-bypass
-//     # the hardened rule stays: what nfqwall drops, and anything else INVALID
-//     iptables -A INPUT -m conntrack --ctstate INVALID -j DROP
-//
-// An NF_ACCEPT verdict resumes at the next hook, so a packet nfqwall accepts skips the
-// DROP rule. Note that conntrack (PREROUTING) has judged the packet before it reaches
-// INPUT: a repaired packet is still INVALID to conntrack and does not advance its
-// window state. Queuing SACK-bearing packets in `-t raw PREROUTING` instead (before
-// conntrack, priority -300) would let conntrack judge the repaired packet, at the cost
-// of having no ctstate there.
+// Conntrack (PREROUTING) judged the packet before it reaches INPUT: a repaired packet
+// is still INVALID to conntrack and does not advance its window state. Queuing the
+// SACK-bearing packets in `-t raw PREROUTING` instead (before conntrack) would let
+// conntrack judge the repaired packet, at the cost of having no ctstate there.
