@@ -653,9 +653,13 @@ fn live_run_installs_and_removes_its_rules() {
     }
     // A host with a ruleset of its own (in a pristine namespace, iptables-nft leaves
     // the empty filter table it had to create; see rules/README.md).
+    // Its own INPUT rule, after which nfqwall inserts its jump: nfqwall must not
+    // override it (a NEW packet nfqwall passes goes on through the host's rules).
     let mut w = Live::new(
         "ri",
-        "iptables -A OUTPUT -o lo -j ACCEPT && ip6tables -A OUTPUT -o lo -j ACCEPT",
+        "iptables -A OUTPUT -o lo -j ACCEPT && ip6tables -A OUTPUT -o lo -j ACCEPT && \
+         iptables -A INPUT -s 192.0.2.4 -p tcp --dport 80 -j DROP && \
+         ip6tables -A INPUT -s 2001:db8::4 -p tcp --dport 80 -j DROP",
     );
     w.write_config(&web_config("enforce", "", &block_rule("block-3", 3)));
     w.http_server();
@@ -682,10 +686,15 @@ fn live_run_installs_and_removes_its_rules() {
             !w.curl(&client(v6, 3), &u, 2),
             "blocked client connected (v6={v6})"
         );
+        assert!(
+            !w.curl(&client(v6, 4), &u, 2),
+            "the host's own DROP rule was bypassed (v6={v6})"
+        );
     }
-    // nfqwall judged the allowed client's SYNs; the kernel dropped the blocked one's.
+    // nfqwall judged and passed the SYNs of .1 and .4 (the host's rule then dropped
+    // .4's); the kernel rule dropped .3's before nfqwall.
     let s = w.stats();
-    assert!(s["accepted"].as_u64().unwrap() >= 2, "{s}");
+    assert!(s["accepted"].as_u64().unwrap() >= 4, "{s}");
     assert_eq!(s["dropped"], 0, "{s}");
     w.daemon().signal("TERM");
     let out = w.daemon.as_mut().unwrap().wait_output();

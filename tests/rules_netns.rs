@@ -102,9 +102,9 @@ fn roundtrip(backend: &str) {
         let printed = nfqwall(&ns, &["rules", "print", "--config", &dns, "--family", fam]);
         let printed = String::from_utf8(printed.stdout).unwrap();
         assert_eq!(own_rules(saved), own_rules(&printed), "{backend} {fam}");
-        // Two NOTRACK rules, the two simple drop rules rendered for the kernel, and the
-        // two NFQUEUE rules (udp and tcp).
-        assert_eq!(own_rules(saved).len(), 6, "{backend} {fam}: {saved}");
+        // Two NOTRACK rules, the pass-mark return, the two simple drop rules rendered
+        // for the kernel, and the two NFQUEUE rules (udp and tcp).
+        assert_eq!(own_rules(saved).len(), 7, "{backend} {fam}: {saved}");
         for jump in [
             "-A PREROUTING -j NFQWALL-RAW-PRE\n-A PREROUTING -p udp",
             "-A OUTPUT -j NFQWALL-RAW-OUT",
@@ -151,7 +151,10 @@ fn roundtrip(backend: &str) {
     assert!(!default.0.contains("NFQWALL-RAW") && !default.1.contains("NFQWALL-RAW"));
     assert_eq!(
         own_rules(&default.0),
-        ["-A NFQWALL-IN -p tcp -m conntrack --ctstate INVALID,NEW -m comment --comment all-tcp -j NFQUEUE --queue-num 0 --queue-bypass"]
+        [
+            "-A NFQWALL-IN -m mark --mark 0x100000/0x100000 -j RETURN",
+            "-A NFQWALL-IN -p tcp -m conntrack --ctstate INVALID,NEW -m comment --comment all-tcp -j NFQUEUE --queue-num 0 --queue-bypass"
+        ]
     );
     assert_eq!(default.0.matches("-j NFQWALL-IN").count(), 1);
 

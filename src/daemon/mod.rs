@@ -47,6 +47,12 @@ pub trait Ruleset {
     fn remove(&mut self) -> Result<(), String>;
     /// A short description for events (`"none"` when rules are managed elsewhere).
     fn describe(&self) -> String;
+    /// The mark bit with which the installed ruleset lets a packet nfqwall passed
+    /// continue through the operator's own rules (see [`crate::rules::PASS_MARK`]);
+    /// `None` when the ruleset has no such rule, and every accept is final.
+    fn pass_mark(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// `--no-rules`: the operator (or a test) manages the NFQUEUE rules.
@@ -133,6 +139,8 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// One entry per queue, in queue order.
     pub queues: Vec<QueueShared>,
+    /// [`Ruleset::pass_mark`] of the ruleset in force.
+    pub pass_mark: Option<u32>,
     start: Instant,
 }
 
@@ -211,6 +219,7 @@ pub fn run(opts: RunOptions, mut rules: Box<dyn Ruleset>) -> Result<(), DaemonEr
                 ..QueueShared::default()
             })
             .collect(),
+        pass_mark: rules.pass_mark(),
         start: Instant::now(),
     });
     let mut daemon = Daemon {

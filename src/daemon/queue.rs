@@ -4,7 +4,7 @@ use super::ct::{self, CtSource};
 use super::iface::IfaceNames;
 use super::verdict::{judge, Judged};
 use super::{DaemonError, Shared};
-use crate::engine::{CtHint, LinkType, PacketMeta, Verdict};
+use crate::engine::{CtHint, CtState, LinkType, PacketMeta, Verdict};
 use crate::events::{wall_ns, Event, EventSink, PacketEvent};
 use nfq::Queue;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -181,10 +181,27 @@ fn handle(
             });
         }
     }
-    msg.set_verdict(match verdict {
-        Verdict::Accept => nfq::Verdict::Accept,
-        Verdict::Drop => nfq::Verdict::Drop,
-    });
+    // A packet nfqwall passes that conntrack did not doubt (NEW, UNTRACKED) goes on
+    // through the operator's own rules: marked, and sent through the hook again, where
+    // nfqwall's chain returns it at once. Only an accepted INVALID packet (or a repaired
+    // one) gets a final accept: skipping the operator's INVALID drop is the point.
+    let pass = match (&judged, verdict, shared.pass_mark) {
+        (Judged::Decided(d), Verdict::Accept, Some(bit))
+            if d.ct_state != CtState::Invalid && !d.rewritten =>
+        {
+            Some(bit)
+        }
+        _ => None,
+    };
+    let nfq_verdict = match (verdict, pass) {
+        (Verdict::Accept, Some(bit)) => {
+            msg.set_nfmark(msg.get_nfmark() | bit);
+            nfq::Verdict::Repeat
+        }
+        (Verdict::Accept, None) => nfq::Verdict::Accept,
+        (Verdict::Drop, _) => nfq::Verdict::Drop,
+    };
+    msg.set_verdict(nfq_verdict);
     if queue.verdict(msg).is_err() {
         qs.socket_errors.fetch_add(1, Ordering::Relaxed);
     }

@@ -201,6 +201,17 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
             }
         }
     }
+    if !input.is_empty() {
+        // A packet nfqwall passed comes back through INPUT with the pass mark: it
+        // leaves nfqwall's chain at once and meets the operator's rules.
+        input.insert(
+            0,
+            format!(
+                "-A {} -m mark --mark {PASS_MARK:#x}/{PASS_MARK:#x} -j RETURN",
+                OwnChain::In.name()
+            ),
+        );
+    }
     let chains = [
         (OwnChain::RawPre, pre),
         (OwnChain::RawOut, out),
@@ -645,6 +656,13 @@ impl KernelRuleset {
     }
 }
 
+/// The packet mark bit (bit 20) with which `nfqwall run` hands a packet it passed back
+/// to the kernel (`NF_REPEAT`): nfqwall's chain returns marked packets at once, so the
+/// packet goes on through the operator's own INPUT rules instead of skipping them.
+/// Accepted INVALID packets are not marked: their accept is final, so the operator's
+/// `--ctstate INVALID -j DROP` does not undo nfqwall's judgement.
+pub const PASS_MARK: u32 = 0x0010_0000;
+
 impl crate::daemon::Ruleset for KernelRuleset {
     fn install(&mut self, config: &Config) -> Result<(), String> {
         self.apply(config)
@@ -668,5 +686,9 @@ impl crate::daemon::Ruleset for KernelRuleset {
 
     fn describe(&self) -> String {
         format!("iptables ({})", self.backend.name())
+    }
+
+    fn pass_mark(&self) -> Option<u32> {
+        Some(PASS_MARK)
     }
 }

@@ -44,6 +44,7 @@ fn builtin_default_v4_is_one_queue_rule_and_one_jump() {
          *filter\n\
          {FILTER_NOTE}\
          :NFQWALL-IN - [0:0]\n\
+         -A NFQWALL-IN -m mark --mark 0x100000/0x100000 -j RETURN\n\
          -A NFQWALL-IN -p tcp -m conntrack --ctstate INVALID,NEW -m comment --comment all-tcp -j NFQUEUE --queue-num 0 --queue-bypass\n\
          -I INPUT -j NFQWALL-IN\n\
          COMMIT\n"
@@ -84,6 +85,7 @@ fn stateless_dns_notracks_both_directions_and_queues_untracked() {
          *filter\n\
          {FILTER_NOTE}\
          :NFQWALL-IN - [0:0]\n\
+         -A NFQWALL-IN -m mark --mark 0x100000/0x100000 -j RETURN\n\
          -A NFQWALL-IN -d 192.0.2.53/32 -p udp -m udp --sport 0:1023 --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment \"dns-udp/low-source-port\" -j DROP\n\
          -A NFQWALL-IN -d 192.0.2.53/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m length --length 4097:65535 -m comment --comment \"dns-udp/oversized\" -j DROP\n\
          -A NFQWALL-IN -d 192.0.2.53/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment dns-udp -j NFQUEUE --queue-balance 0:3 --queue-bypass\n\
@@ -106,8 +108,7 @@ fn v6_rendering_keeps_only_v6_addresses() {
         r.rules(OwnChain::RawOut),
         ["-A NFQWALL-RAW-OUT -s 2001:db8::53/128 -p udp -m udp --sport 53 -m comment --comment dns-udp -j CT --notrack"]
     );
-    assert!(r
-        .rules(OwnChain::In)
+    assert!(pass_first(r.rules(OwnChain::In))
         .iter()
         .all(|l| l.contains("-d 2001:db8::53/128 ")));
 }
@@ -128,7 +129,7 @@ queue = ["new"]
         .ends_with("# No service applies to IPv4: nothing to install.\n"));
     assert!(!r4.to_restore_text().contains("*filter"));
     assert_eq!(
-        v6(&c).rules(OwnChain::In),
+        pass_first(v6(&c).rules(OwnChain::In)),
         ["-A NFQWALL-IN -d 2001:db8::5/128 -p ipv6-icmp -m conntrack --ctstate NEW -m comment --comment v6only -j NFQUEUE --queue-num 0 --queue-bypass"]
     );
 }
@@ -142,7 +143,7 @@ fn one_rule_per_address_and_port_range() {
     // sack_repair: the SACK-bearing segments of each port range are queued too.
     let sack = "-m tcp --tcp-option 5 -m comment --comment legacy-http -j NFQUEUE --queue-balance 0:1 --queue-bypass";
     assert_eq!(
-        v4(&c).rules(OwnChain::In),
+        pass_first(v4(&c).rules(OwnChain::In)),
         [
             format!("-A NFQWALL-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 80 {q}"),
             format!("-A NFQWALL-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 80 {sack}"),
@@ -184,6 +185,7 @@ stateless = true
             (
                 OwnChain::In,
                 vec![
+                    "-A NFQWALL-IN -m mark --mark 0x100000/0x100000 -j RETURN".to_string(),
                     "-A NFQWALL-IN -p icmp -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED -m comment --comment ping -j NFQUEUE --queue-num 2 --queue-bypass".to_string(),
                     "-A NFQWALL-IN -d 198.51.100.0/24 -m conntrack --ctstate UNTRACKED -m comment --comment everything -j NFQUEUE --queue-num 2 --queue-bypass".to_string(),
                 ]
@@ -277,6 +279,7 @@ fn install_on_a_clean_host_declares_fills_and_hooks() {
              COMMIT\n\
              *filter\n\
              :NFQWALL-IN - [0:0]\n\
+             -A NFQWALL-IN -m mark --mark 0x100000/0x100000 -j RETURN\n\
              -A NFQWALL-IN -d 192.0.2.53/32 -p udp -m udp --sport 0:1023 --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment \"dns-udp/low-source-port\" -j DROP\n\
              -A NFQWALL-IN -d 192.0.2.53/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m length --length 4097:65535 -m comment --comment \"dns-udp/oversized\" -j DROP\n\
              -A NFQWALL-IN -d 192.0.2.53/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment dns-udp {q}\n\
@@ -325,7 +328,7 @@ fn install_with_the_jump_present_refills_without_adding_it() {
     assert!(plan.contains("*filter\n:NFQWALL-IN - [0:0]\n"));
     assert!(!plan.contains("-I INPUT"));
     assert!(!plan.contains("*raw"));
-    assert_eq!(plan.matches("-A NFQWALL-IN ").count(), 6);
+    assert_eq!(plan.matches("-A NFQWALL-IN ").count(), 7);
 }
 
 #[test]
@@ -354,6 +357,7 @@ fn install_prunes_own_chains_the_config_no_longer_renders() {
          COMMIT\n\
          *filter\n\
          :NFQWALL-IN - [0:0]\n\
+         -A NFQWALL-IN -m mark --mark 0x100000/0x100000 -j RETURN\n\
          -A NFQWALL-IN -p tcp -m conntrack --ctstate INVALID,NEW -m comment --comment all-tcp -j NFQUEUE --queue-num 0 --queue-bypass\n\
          COMMIT\n"
     );
@@ -470,7 +474,7 @@ source = ["192.0.2.66"]
 "#;
     let c = cfg(text);
     assert_eq!(
-        v4(&c).rules(OwnChain::In),
+        pass_first(v4(&c).rules(OwnChain::In)),
         [
             "-A NFQWALL-IN -s 203.0.113.2/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment \"dns/block-b\" -j DROP",
             "-A NFQWALL-IN -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment dns -j NFQUEUE --queue-num 0 --queue-bypass",
@@ -478,10 +482,24 @@ source = ["192.0.2.66"]
             "-A NFQWALL-IN -p tcp -m tcp --dport 80 -m conntrack --ctstate INVALID,NEW -m comment --comment web -j NFQUEUE --queue-num 0 --queue-bypass",
         ]
     );
-    assert!(v6(&c).rules(OwnChain::In)[0].starts_with("-A NFQWALL-IN -s 2001:db8:b::/48 "));
+    assert!(
+        pass_first(v6(&c).rules(OwnChain::In))[0].starts_with("-A NFQWALL-IN -s 2001:db8:b::/48 ")
+    );
     let log_only = cfg(&text.replace("mode = \"enforce\"", "mode = \"log-only\""));
     assert!(v4(&log_only)
         .rules(OwnChain::In)
         .iter()
         .all(|r| !r.ends_with("-j DROP")));
+}
+
+/// The rules of NFQWALL-IN after its first, which must be the pass-mark return.
+fn pass_first(rules: &[String]) -> &[String] {
+    if rules.is_empty() {
+        return rules;
+    }
+    assert_eq!(
+        rules[0], "-A NFQWALL-IN -m mark --mark 0x100000/0x100000 -j RETURN",
+        "NFQWALL-IN must start with the pass-mark return"
+    );
+    &rules[1..]
 }
