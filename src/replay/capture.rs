@@ -153,11 +153,9 @@ impl<R: Read> CaptureReader<R> {
             [0x4d, 0x3c, 0xb2, 0xa1] => reader.read_pcap_header(false, 1_000_000_000)?,
             [0xa1, 0xb2, 0x3c, 0x4d] => reader.read_pcap_header(true, 1_000_000_000)?,
             [0x0a, 0x0d, 0x0d, 0x0a] => {
-                reader.format = Format::PcapNg {
-                    big_endian: false,
-                    interfaces: Vec::new(),
-                };
-                reader.read_section_header(0)?;
+                let mut len = [0u8; 4];
+                reader.read_exact_or_truncated(&mut len, 0, 28)?;
+                reader.begin_section(0, len)?;
             }
             _ => return Err(CaptureError::NotACapture { magic }),
         }
@@ -184,11 +182,13 @@ impl<R: Read> CaptureReader<R> {
         Ok(())
     }
 
-    /// Reads a section header block whose 4-byte type was already consumed at `start`.
-    fn read_section_header(&mut self, start: u64) -> Result<(), CaptureError> {
-        let mut head = [0u8; 8];
-        self.read_exact_or_truncated(&mut head, start, 12)?;
-        let big_endian = match head[4..8] {
+    /// Reads a section header block whose type and length were already consumed at
+    /// `start`: the byte-order magic decides how the length reads, and the section's
+    /// own byte order and (empty) interface list take effect.
+    fn begin_section(&mut self, start: u64, len_bytes: [u8; 4]) -> Result<(), CaptureError> {
+        let mut magic = [0u8; 4];
+        self.read_exact_or_truncated(&mut magic, start, 28)?;
+        let big_endian = match magic {
             [0x1a, 0x2b, 0x3c, 0x4d] => true,
             [0x4d, 0x3c, 0x2b, 0x1a] => false,
             _ => {
@@ -198,14 +198,14 @@ impl<R: Read> CaptureReader<R> {
                 })
             }
         };
-        let total = u32_at(&head, 0, big_endian);
+        let total = u32_at(&len_bytes, 0, big_endian);
         if total < 28 || total % 4 != 0 || total > MAX_RECORD {
             return Err(CaptureError::Malformed {
                 offset: start,
                 why: "section header block length is impossible",
             });
         }
-        self.fill_buf(total as usize - 12, start, total as u64)?;
+        self.fill_buf(total as usize - 12, start, u64::from(total))?;
         self.format = Format::PcapNg {
             big_endian,
             interfaces: Vec::new(),
@@ -290,31 +290,8 @@ impl<R: Read> CaptureReader<R> {
                 return Ok(None);
             }
             if head[..4] == [0x0a, 0x0d, 0x0d, 0x0a] {
-                // A new section: its own byte order, its own interfaces. The 4 bytes
-                // after the type are the block length, re-read in the new byte order.
-                let mut rest = [0u8; 4];
-                self.read_exact_or_truncated(&mut rest, start, 28)?;
-                let big =
-                    match rest {
-                        [0x1a, 0x2b, 0x3c, 0x4d] => true,
-                        [0x4d, 0x3c, 0x2b, 0x1a] => false,
-                        _ => return Err(CaptureError::Malformed {
-                            offset: start,
-                            why: "section header byte-order magic is neither 1a2b3c4d nor 4d3c2b1a",
-                        }),
-                    };
-                let total = u32_at(&head, 4, big);
-                if total < 28 || total % 4 != 0 || total > MAX_RECORD {
-                    return Err(CaptureError::Malformed {
-                        offset: start,
-                        why: "section header block length is impossible",
-                    });
-                }
-                self.fill_buf(total as usize - 12, start, u64::from(total))?;
-                self.format = Format::PcapNg {
-                    big_endian: big,
-                    interfaces: Vec::new(),
-                };
+                // A new section: its own byte order, its own interfaces.
+                self.begin_section(start, [head[4], head[5], head[6], head[7]])?;
                 continue;
             }
             let block_type = u32_at(&head, 0, big_endian);
