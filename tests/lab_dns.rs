@@ -99,7 +99,7 @@ const CLIENT_B: &str = "203.0.113.2";
 const JUDGED_TOML: &str = r#"
 [daemon]
 mode = "enforce"
-queues = "0-1"
+queues = "0"
 queue_maxlen = 8192
 fail_open = true
 log = "@DIR@/events.jsonl"
