@@ -58,6 +58,12 @@ pub fn bind(n: u16, maxlen: u32, fail_open: bool) -> Result<(Queue, CtSource), D
 /// packet already waiting, and unbinds.
 pub fn run(mut queue: Queue, index: usize, ct_source: CtSource, shared: &Shared, sink: &EventSink) {
     let qs = &shared.queues[index];
+    let ctx = Ctx {
+        qs,
+        ct_source,
+        shared,
+        sink,
+    };
     let mut ifaces = IfaceNames::new();
     let mut forget_at = 0u64;
     while !shared.stop.load(Ordering::Relaxed) {
@@ -68,16 +74,7 @@ pub fn run(mut queue: Queue, index: usize, ct_source: CtSource, shared: &Shared,
                     ifaces.forget();
                     forget_at = now + 5_000_000_000;
                 }
-                handle(
-                    &mut queue,
-                    msg,
-                    now,
-                    qs,
-                    ct_source,
-                    shared,
-                    sink,
-                    &mut ifaces,
-                );
+                handle(&mut queue, msg, now, &ctx, &mut ifaces);
             }
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
             Err(_) => {
@@ -90,34 +87,36 @@ pub fn run(mut queue: Queue, index: usize, ct_source: CtSource, shared: &Shared,
     queue.set_nonblocking(true);
     while let Ok(msg) = queue.recv() {
         let now = shared.mono_ns();
-        handle(
-            &mut queue,
-            msg,
-            now,
-            qs,
-            ct_source,
-            shared,
-            sink,
-            &mut ifaces,
-        );
+        handle(&mut queue, msg, now, &ctx, &mut ifaces);
     }
     let _ = queue.unbind(qs.number);
 }
 
+/// What a queue thread's verdicts read but never change.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    qs: &'a QueueShared,
+    ct_source: CtSource,
+    shared: &'a Shared,
+    sink: &'a EventSink,
+}
+
 /// Judges one message and gives its verdict. No allocation, no lock held across I/O,
 /// no blocking send: events go through `try_send`.
-#[allow(clippy::too_many_arguments)]
 #[inline]
 fn handle(
     queue: &mut Queue,
     mut msg: nfq::Message,
     now: u64,
-    qs: &super::queue::QueueShared,
-    ct_source: CtSource,
-    shared: &Shared,
-    sink: &EventSink,
+    ctx: &Ctx<'_>,
     ifaces: &mut IfaceNames,
 ) {
+    let Ctx {
+        qs,
+        ct_source,
+        shared,
+        sink,
+    } = *ctx;
     qs.busy_since.store(now.max(1), Ordering::Relaxed);
     qs.packets.fetch_add(1, Ordering::Relaxed);
     let engine = &*shared.engine;

@@ -422,19 +422,12 @@ impl<R: Read> CaptureReader<R> {
 
     /// Reads `len` bytes into the reused buffer, reporting a truncated record otherwise.
     fn fill_buf(&mut self, len: usize, start: u64, need: u64) -> Result<(), CaptureError> {
-        self.buf.clear();
-        self.buf.resize(len, 0);
-        let got = read_up_to(&mut self.input, &mut self.buf)?;
-        self.offset += got as u64;
-        if got < len {
-            return Err(CaptureError::Truncated {
-                frame: self.next_frame,
-                offset: start,
-                need,
-                have: self.offset - start,
-            });
-        }
-        Ok(())
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.resize(len, 0);
+        let read = self.read_exact_or_truncated(&mut buf, start, need);
+        self.buf = buf;
+        read
     }
 
     fn read_exact_or_truncated(
