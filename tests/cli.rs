@@ -97,8 +97,38 @@ fn ct_state_hint_is_applied() {
     let o = nfqwall(&["replay", "--per-packet", "--ct-state", "invalid", &file]);
     let out = stdout(&o);
     assert!(out.lines().all(|l| l.contains("\"ct_state\":\"invalid\"")));
-    // Given INVALID, every keep-alive is named as such.
-    assert_eq!(out.matches("\"reason\":\"keep_alive\"").count(), 3, "{out}");
+    // Given INVALID for every packet, nothing ever passed conntrack: no state is
+    // learned, nothing is shown benign, nothing would be let past the INVALID drop.
+    assert!(
+        out.lines().all(|l| l.contains("\"would_accept\":false")),
+        "{out}"
+    );
+    assert!(out.matches("\"reason\":\"no_state\"").count() >= 5, "{out}");
+    assert_eq!(out.matches("\"reason\":\"keep_alive\"").count(), 0, "{out}");
+}
+
+#[test]
+fn deployed_visibility_shows_the_engine_only_what_the_ruleset_queues() {
+    let file = format!("{PCAPS}/chrissanders__tcp_zerowindowdead.pcap");
+    let full = stdout(&nfqwall(&["replay", "--per-packet", &file]));
+    let o = nfqwall(&["replay", "--per-packet", "--visibility", "deployed", &file]);
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        !lines.is_empty() && lines.len() < full.lines().count() / 2,
+        "{out}"
+    );
+    for l in &lines {
+        assert!(l.contains("\"visibility\":\"deployed\""), "{l}");
+        // The default service queues INVALID and NEW toward the server only.
+        assert!(
+            l.contains("\"ct_state\":\"new\"") || l.contains("\"ct_state\":\"invalid\""),
+            "{l}"
+        );
+    }
+    assert!(full.lines().all(|l| l.contains("\"visibility\":\"full\"")));
+    let summary = stdout(&nfqwall(&["replay", "--visibility", "deployed", &file]));
+    assert!(summary.contains("queued as deployed"), "{summary}");
 }
 
 #[test]

@@ -159,7 +159,8 @@ fn unknown_key() {
     assert_eq!(
         error("[daemon]\nmode = \"enforce\"\nqueus = \"0-3\"\n"),
         "rules/x.toml:3:1: daemon.queus: unknown key \"queus\"; expected one of: mode, \
-         queues, queue_maxlen, fail_open, log, log_rate_per_reason, summary_interval"
+         queues, queue_maxlen, fail_open, log, log_rate_per_reason, summary_interval, \
+         vouch_mark, state_mask, fail_open_invalid"
     );
 }
 
@@ -410,5 +411,31 @@ fn columns_count_characters_not_bytes() {
     assert_eq!(
         error("[daemon]\nlog = \"é\" ; \n"),
         "rules/x.toml:2:11: invalid TOML: expected newline, `#`"
+    );
+}
+
+#[test]
+fn marks_must_be_nfqwalls_own_bits() {
+    assert_eq!(
+        error("[daemon]\nvouch_mark = 0x3\n"),
+        "rules/x.toml:2:14: daemon.vouch_mark: expected a mark with exactly one bit set, \
+         outside daemon.state_mask, such as 0x10000000, found 3"
+    );
+    assert_eq!(
+        error("[daemon]\nstate_mask = 0x0b000000\n"),
+        "rules/x.toml:2:14: daemon.state_mask: expected a mask of exactly three adjacent \
+         bits, outside daemon.vouch_mark, such as 0x0e000000, found 184549376"
+    );
+    assert_eq!(
+        error(&web(
+            "[[service.rule]]\nname = \"m\"\naction = \"accept\"\nmark = 0x10000000\n"
+        )),
+        "rules/x.toml:7:8: service[0].rule[0].mark: expected a mark with none of the bits of \
+         daemon.vouch_mark and daemon.state_mask (nfqwall's own), found 268435456"
+    );
+    assert_eq!(
+        error("[daemon]\nfail_open_invalid = \"drop\"\n"),
+        "rules/x.toml:2:21: daemon.fail_open_invalid: expected \"host\" or \"accept\", \
+         found \"drop\""
     );
 }

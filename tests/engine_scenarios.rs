@@ -629,52 +629,205 @@ fn given_state_udp_queries_leave_no_flow_state() {
     assert_eq!(engine.flows().len(), 1);
 }
 
-/// `CtHint::Queued` (a kernel that attaches no conntrack state): the engine infers
-/// the state from what nfqwall's rendered ruleset queues, while it reads the packet.
-#[test]
-fn queued_state_is_inferred_from_the_ruleset() {
-    let config = Config::from_toml_str(
-        "[[service]]\nname = \"dns\"\nprotocol = \"udp\"\nports = [53]\nstateless = true\n\
-         [[service]]\nname = \"web\"\nprotocol = \"tcp\"\n",
-        "t",
-    )
-    .unwrap();
-    let engine = Engine::new(&config);
+/// What the live daemon sees: the state conntrack gave, and only the packets the
+/// rendered ruleset queues (a flow's SYN as NEW, the packets conntrack doubts as
+/// INVALID). The packet at `seq`/`ack` from the client, with `flags`.
+fn seen(engine: &Engine, now: u64, ct: CtState, s: Seg) -> Decision {
     let meta = PacketMeta {
-        ct: CtHint::Queued,
+        ct: CtHint::Given(ct),
         ..PacketMeta::raw_ip()
     };
-    let tcp = |flags: (bool, Option<u32>, bool, bool)| {
-        let (syn, ack, rst, fin) = flags;
-        bytes(&Seg {
-            syn,
-            ack,
-            rst,
-            fin,
-            seq: 1,
-            ..templ()
-        })
-    };
-    let state = |pkt: &[u8]| engine.decide(1, &meta, pkt).ct_state;
-    assert_eq!(state(&tcp((true, None, false, false))), CtState::New);
-    assert_eq!(
-        state(&tcp((true, Some(5), false, false))),
+    engine.decide(now, &meta, &bytes(&s))
+}
+
+const ISN: u32 = 1_000_000;
+
+fn syn() -> Seg {
+    Seg {
+        syn: true,
+        seq: ISN,
+        window: 64240,
+        options: syn_options(),
+        ..templ()
+    }
+}
+
+/// "No state" is not "benign": an INVALID segment of a flow nfqwall never saw is left
+/// to conntrack's verdict, and a RST or SYN of that kind is dropped in enforce.
+#[test]
+fn invalid_without_state_stands_and_hostile_shapes_are_dropped() {
+    use nfqwall::engine::Disposition;
+    let engine = engine(Mode::Enforce);
+    let ack = seen(
+        &engine,
+        MS,
         CtState::Invalid,
-        "SYN/ACK cannot open"
+        Seg {
+            seq: 5,
+            ack: Some(7),
+            ..templ()
+        },
     );
     assert_eq!(
-        state(&tcp((false, Some(5), false, false))),
-        CtState::Invalid
+        (ack.disposition, ack.reason),
+        (Disposition::PassOn, Some(Reason::NoState))
     );
-    assert_eq!(state(&tcp((false, None, true, false))), CtState::Invalid);
-    let udp = |dport: u16| {
-        let mut p = Vec::new();
-        PacketBuilder::ipv4(CLIENT, SERVER, 64)
-            .udp(1000, dport)
-            .write(&mut p, &[0; 8])
-            .unwrap();
-        p
-    };
-    assert_eq!(state(&udp(53)), CtState::Untracked, "stateless service");
-    assert_eq!(state(&udp(5353)), CtState::New);
+    let rst = seen(
+        &engine,
+        2 * MS,
+        CtState::Invalid,
+        Seg {
+            seq: 5,
+            rst: true,
+            ..templ()
+        },
+    );
+    assert_eq!(
+        (rst.disposition, rst.reason),
+        (Disposition::Drop, Some(Reason::RstNoState))
+    );
+    assert_eq!(
+        engine.flows().len(),
+        0,
+        "an INVALID packet never creates a flow"
+    );
+    let log = self::engine(Mode::LogOnly);
+    let rst = seen(
+        &log,
+        MS,
+        CtState::Invalid,
+        Seg {
+            seq: 5,
+            rst: true,
+            ..templ()
+        },
+    );
+    assert_eq!(
+        (rst.disposition, rst.would_drop, rst.would_accept),
+        (Disposition::PassOn, true, false),
+        "log-only leaves it to the host's INVALID drop"
+    );
+}
+
+/// A forged RST 2^31 past the client's SYN is out of the window nfqwall learned from
+/// that SYN: dropped, with the distance.
+#[test]
+fn forged_rst_soon_after_the_syn_is_out_of_window() {
+    use nfqwall::engine::Disposition;
+    let engine = engine(Mode::Enforce);
+    assert_eq!(
+        seen(&engine, MS, CtState::New, syn()).disposition,
+        Disposition::PassOn
+    );
+    let rst = seen(
+        &engine,
+        2 * MS,
+        CtState::Invalid,
+        Seg {
+            seq: ISN.wrapping_add(1 << 31),
+            rst: true,
+            ..templ()
+        },
+    );
+    assert_eq!(rst.disposition, Disposition::Drop);
+    assert!(
+        matches!(rst.reason, Some(Reason::RstOutOfWindow { .. })),
+        "{:?}",
+        rst.reason
+    );
+}
+
+/// Poisoning: a forged data segment far ahead is not proven benign, so it teaches
+/// nothing, and a RST just past it is still out of window.
+#[test]
+fn a_forged_segment_teaches_nothing() {
+    use nfqwall::engine::Disposition;
+    let engine = engine(Mode::Enforce);
+    seen(&engine, MS, CtState::New, syn());
+    let far = ISN.wrapping_add(1 << 30);
+    let data = seen(
+        &engine,
+        2 * MS,
+        CtState::Invalid,
+        Seg {
+            seq: far,
+            ack: Some(5),
+            len: 100,
+            ..templ()
+        },
+    );
+    assert_eq!(
+        (data.disposition, data.reason),
+        (Disposition::PassOn, Some(Reason::NotProvenBenign))
+    );
+    let rst = seen(
+        &engine,
+        3 * MS,
+        CtState::Invalid,
+        Seg {
+            seq: far.wrapping_add(100),
+            rst: true,
+            ..templ()
+        },
+    );
+    assert_eq!(rst.disposition, Disposition::Drop);
+    assert!(
+        matches!(rst.reason, Some(Reason::RstOutOfWindow { .. })),
+        "{:?}",
+        rst.reason
+    );
+}
+
+/// Blind denial of service: a spoofed ACK from the client's address and port must not
+/// make nfqwall drop the client's real SYN; a SYN conntrack accepted starts afresh.
+#[test]
+fn a_real_syn_gets_a_fresh_start_after_a_spoofed_ack() {
+    use nfqwall::engine::Disposition;
+    let engine = engine(Mode::Enforce);
+    // conntrack's loose pick-up calls a lone ACK NEW; no state is learned from it.
+    let spoof = seen(
+        &engine,
+        MS,
+        CtState::New,
+        Seg {
+            seq: 77,
+            ack: Some(99),
+            ..templ()
+        },
+    );
+    assert_eq!(spoof.disposition, Disposition::PassOn);
+    let d = seen(&engine, 2 * MS, CtState::New, syn());
+    assert_eq!((d.disposition, d.reason), (Disposition::PassOn, None));
+    // Even after a SYN with another ISN was tracked, a new SYN conntrack let through
+    // replaces it.
+    let d = seen(&engine, 3 * MS, CtState::New, Seg { seq: 5, ..syn() });
+    assert_eq!((d.disposition, d.reason), (Disposition::PassOn, None));
+}
+
+/// A SYN the engine let through presumably opened the connection: it lives for the
+/// established timeout, not the SYN timeout, so a RST much later is still judged
+/// against the SYN's window.
+#[test]
+fn a_passed_syn_lives_for_the_established_timeout() {
+    use nfqwall::engine::Disposition;
+    let engine = engine(Mode::Enforce);
+    seen(&engine, MS, CtState::New, syn());
+    let later = 600 * 1_000_000_000; // past the default syn timeout (120 s)
+    let rst = seen(
+        &engine,
+        later,
+        CtState::Invalid,
+        Seg {
+            seq: ISN.wrapping_add(1 << 31),
+            rst: true,
+            ..templ()
+        },
+    );
+    assert_eq!(rst.disposition, Disposition::Drop);
+    assert!(
+        matches!(rst.reason, Some(Reason::RstOutOfWindow { .. })),
+        "{:?}",
+        rst.reason
+    );
+    assert_eq!(engine.flows().len(), 1);
 }

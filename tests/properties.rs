@@ -94,11 +94,16 @@ fn replay_lines(name: &str) -> Vec<String> {
     let policy = engine.policy();
     let file = std::fs::File::open(format!("tests/fixtures/pcaps/{name}")).unwrap();
     let mut lines = Vec::new();
-    nfqwall::replay::replay(&engine, std::io::BufReader::new(file), CtHint::Auto, |o| {
-        let mut s = String::new();
-        packet_json(&mut s, o, &policy);
-        lines.push(s);
-    })
+    nfqwall::replay::replay(
+        &engine,
+        std::io::BufReader::new(file),
+        nfqwall::replay::Visibility::Full(CtHint::Auto),
+        |o| {
+            let mut s = String::new();
+            packet_json(&mut s, o, &policy);
+            lines.push(s);
+        },
+    )
     .unwrap();
     lines
 }

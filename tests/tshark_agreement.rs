@@ -58,8 +58,11 @@ fn ours(name: &str) -> HashMap<u64, u16> {
     let engine = Engine::new(&Config::builtin_default());
     let file = fs::File::open(Path::new(DIR).join(name)).unwrap();
     let mut out = HashMap::new();
-    let summary =
-        nfqwall::replay::replay(&engine, std::io::BufReader::new(file), CtHint::Auto, |o| {
+    let summary = nfqwall::replay::replay(
+        &engine,
+        std::io::BufReader::new(file),
+        nfqwall::replay::Visibility::Full(CtHint::Auto),
+        |o| {
             let mut bits = 0u16;
             for (i, p) in Pattern::CONTRACT.iter().enumerate() {
                 if o.decision.patterns.contains(*p) {
@@ -67,8 +70,9 @@ fn ours(name: &str) -> HashMap<u64, u16> {
                 }
             }
             out.insert(o.frame, bits);
-        })
-        .unwrap();
+        },
+    )
+    .unwrap();
     assert!(
         summary.truncated.is_none(),
         "{name}: {:?}",

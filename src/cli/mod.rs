@@ -57,8 +57,14 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Conntrack state the engine assumes for every packet (auto: derive it).
+    /// With `--visibility deployed` the state comes from the conntrack model instead.
     #[arg(long, value_enum, default_value_t = CtArg::Auto)]
     pub ct_state: CtArg,
+    /// Which packets the engine sees: `full` (every frame, for analysis) or
+    /// `deployed` (only what the config's rendered ruleset would queue, with the
+    /// state conntrack would give it: what the live daemon sees).
+    #[arg(long, value_enum, default_value_t = VisibilityArg::Full)]
+    pub visibility: VisibilityArg,
     /// Override the mode of every service.
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
@@ -91,6 +97,15 @@ impl CtArg {
             CtArg::Established => CtHint::Given(CtState::Established),
         }
     }
+}
+
+/// `--visibility` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum VisibilityArg {
+    /// Every frame of the capture.
+    Full,
+    /// Only the frames the rendered ruleset would queue to the live daemon.
+    Deployed,
 }
 
 /// `--mode` values.

@@ -1,6 +1,6 @@
 //! `nfqwall replay FILE`: what would nfqwall have done to this traffic?
 
-use super::{load_config, ReplayArgs};
+use super::{load_config, ReplayArgs, VisibilityArg};
 use anyhow::{Context, Result};
 use nfqwall::engine::Engine;
 use nfqwall::replay::{self, output};
@@ -10,6 +10,11 @@ use std::io::{BufReader, BufWriter, Write};
 pub fn run(args: ReplayArgs) -> Result<()> {
     let config = load_config(args.config.as_ref(), args.mode)?;
     let engine = Engine::new(&config);
+    let model = Engine::new(&config);
+    let visibility = match args.visibility {
+        VisibilityArg::Full => replay::Visibility::Full(args.ct_state.hint()),
+        VisibilityArg::Deployed => replay::Visibility::Deployed { model: &model },
+    };
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("cannot open {}", args.file.display()))?;
     let stdout = std::io::stdout();
@@ -20,7 +25,7 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     let summary = replay::replay(
         &engine,
         BufReader::with_capacity(1 << 16, file),
-        args.ct_state.hint(),
+        visibility,
         |o| {
             if args.per_packet && write_err.is_none() {
                 line.clear();

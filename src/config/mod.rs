@@ -45,7 +45,44 @@ pub struct DaemonConfig {
     pub log_rate_per_reason: u32,
     /// Seconds between per-peer pattern summaries.
     pub summary_interval: u32,
+    /// The mark bit with which nfqwall vouches for an INVALID packet it showed
+    /// benign (enforce): the one rule that lets a packet skip a host rule (the
+    /// INVALID drop) accepts only packets carrying it.
+    pub vouch_mark: u32,
+    /// Three adjacent mark bits into which the queuing rule writes the packet's
+    /// conntrack state ([`crate::rules::StateCode`]); nfqwall clears them when it
+    /// judges a packet, so a packet still carrying them was queued and not judged.
+    pub state_mask: u32,
+    /// What becomes of an INVALID packet nfqwall could not judge (shed, panic, the
+    /// kernel's fail-open, no listener).
+    pub fail_open_invalid: FailOpenInvalid,
 }
+
+/// `daemon.fail_open_invalid`: the fate of INVALID packets nfqwall did not judge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailOpenInvalid {
+    /// The host's rules decide, exactly as if nfqwall were absent (the default).
+    Host,
+    /// Accept them uninspected in enforce services, so a service behind a sloppy
+    /// middlebox never stalls while nfqwall is overloaded or down.
+    Accept,
+}
+
+impl FailOpenInvalid {
+    /// `host` or `accept`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailOpenInvalid::Host => "host",
+            FailOpenInvalid::Accept => "accept",
+        }
+    }
+}
+
+/// Default `daemon.vouch_mark`: bit 28, clear of the marks of kube-proxy (0xc000),
+/// Cilium (0xf00), Tailscale (0xff0000), Weave (0x60000) and Istio (0x539).
+pub const DEFAULT_VOUCH_MARK: u32 = 0x1000_0000;
+/// Default `daemon.state_mask`: bits 25 to 27.
+pub const DEFAULT_STATE_MASK: u32 = 0x0e00_0000;
 
 /// `[engine]`: bounds and timeouts of the decision engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -315,6 +352,9 @@ impl Config {
                 log: LogTarget::Stdout,
                 log_rate_per_reason: 20,
                 summary_interval: 60,
+                vouch_mark: DEFAULT_VOUCH_MARK,
+                state_mask: DEFAULT_STATE_MASK,
+                fail_open_invalid: FailOpenInvalid::Host,
             },
             engine: EngineConfig {
                 max_flows: 1_000_000,

@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use toml_edit::{ImDocument, Item, Table, TableLike, Value};
 
 use super::error::{ConfigError, Problem};
+use super::FailOpenInvalid;
 use super::{
     host_net, without_host_bits, Config, DaemonConfig, EngineConfig, InterfaceMatch, LengthRange,
     LogTarget, PortRange, Protocol, QueueRange, RateLimit, RatePeriod, Rule, RuleAction, Service,
@@ -32,6 +33,9 @@ const DAEMON_KEYS: &[&str] = &[
     "log",
     "log_rate_per_reason",
     "summary_interval",
+    "vouch_mark",
+    "state_mask",
+    "fail_open_invalid",
 ];
 const ENGINE_KEYS: &[&str] = &["max_flows", "max_peers", "max_rate_sources", "timeouts"];
 const TIMEOUT_KEYS: &[&str] = &["syn", "established", "closing", "closed", "udp", "other"];
@@ -86,6 +90,13 @@ const EXP_IFACE: &str =
 const EXP_LENGTH: &str = "a length in bytes or a range such as \"0-1500\"";
 const EXP_RATE: &str = "a rate such as \"50/s\" or \"600/min\" (at least 1 per s, min or hour)";
 const EXP_MARK: &str = "a mark from 0 to 4294967295";
+const EXP_RULE_MARK: &str =
+    "a mark with none of the bits of daemon.vouch_mark and daemon.state_mask (nfqwall's own)";
+const EXP_VOUCH_MARK: &str =
+    "a mark with exactly one bit set, outside daemon.state_mask, such as 0x10000000";
+const EXP_STATE_MASK: &str =
+    "a mask of exactly three adjacent bits, outside daemon.vouch_mark, such as 0x0e000000";
+const EXP_FAIL_OPEN_INVALID: &str = "\"host\" or \"accept\"";
 
 /// Ids are `u16`, so more services, or rules in one service, cannot be numbered.
 const MAX_IDS: usize = u16::MAX as usize;
@@ -94,6 +105,9 @@ const MAX_IDS: usize = u16::MAX as usize;
 struct Cx<'t> {
     text: &'t str,
     origin: &'t str,
+    /// The mark bits nfqwall's ruleset owns (`daemon.vouch_mark | daemon.state_mask`),
+    /// which a rule's `mark` must leave alone; set once `[daemon]` is read.
+    reserved_marks: std::cell::Cell<u32>,
 }
 
 impl Cx<'_> {
@@ -322,7 +336,11 @@ impl<'a> Tab<'a> {
 
 /// Parses and validates `text`.
 pub(super) fn parse(text: &str, origin: &str) -> Result<Config> {
-    let cx = Cx { text, origin };
+    let cx = Cx {
+        text,
+        origin,
+        reserved_marks: std::cell::Cell::new(0),
+    };
     let doc = ImDocument::parse(text).map_err(|e| {
         let (line, column) = cx.position(&e.span());
         ConfigError::Syntax {
@@ -343,6 +361,8 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Config> {
     if let Some(n) = root.get("daemon") {
         daemon(&cx, &n.table(&cx)?, &mut config.daemon)?;
     }
+    cx.reserved_marks
+        .set(config.daemon.vouch_mark | config.daemon.state_mask);
     if let Some(n) = root.get("engine") {
         engine(&cx, &n.table(&cx)?, &mut config.engine)?;
     }
@@ -417,6 +437,33 @@ fn daemon(cx: &Cx, t: &Tab, d: &mut DaemonConfig) -> Result<()> {
     }
     if let Some(n) = t.get("summary_interval") {
         d.summary_interval = n.u32_positive(cx, EXP_SECONDS)?;
+    }
+    if let Some(n) = t.get("fail_open_invalid") {
+        d.fail_open_invalid = match n.str(cx, EXP_FAIL_OPEN_INVALID)? {
+            "host" => FailOpenInvalid::Host,
+            "accept" => FailOpenInvalid::Accept,
+            _ => return Err(n.expected(cx, EXP_FAIL_OPEN_INVALID)),
+        };
+    }
+    let vouch = t.get("vouch_mark");
+    let state = t.get("state_mask");
+    if let Some(n) = &vouch {
+        d.vouch_mark = n.int(cx, 1, i64::from(u32::MAX), EXP_VOUCH_MARK)? as u32;
+    }
+    if let Some(n) = &state {
+        d.state_mask = n.int(cx, 1, i64::from(u32::MAX), EXP_STATE_MASK)? as u32;
+    }
+    let shift = d.state_mask.trailing_zeros();
+    let state_ok = d.state_mask.count_ones() == 3 && shift <= 29 && d.state_mask >> shift == 0b111;
+    if !state_ok || d.state_mask & d.vouch_mark != 0 {
+        if let Some(n) = state.as_ref().filter(|_| !state_ok).or(state.as_ref()) {
+            return Err(n.expected(cx, EXP_STATE_MASK));
+        }
+    }
+    if d.vouch_mark.count_ones() != 1 || d.state_mask & d.vouch_mark != 0 {
+        if let Some(n) = vouch.as_ref() {
+            return Err(n.expected(cx, EXP_VOUCH_MARK));
+        }
     }
     Ok(())
 }
@@ -731,7 +778,11 @@ fn rule<'a>(cx: &Cx, t: &Tab<'a>, protocol: Protocol) -> Result<(Rule, Node<'a>)
         r.rate = Some(rate(cx, &n, burst)?);
     }
     if let Some(n) = t.get("mark") {
-        r.mark = Some(n.int(cx, 0, i64::from(u32::MAX), EXP_MARK)? as u32);
+        let mark = n.int(cx, 0, i64::from(u32::MAX), EXP_MARK)? as u32;
+        if mark & cx.reserved_marks.get() != 0 {
+            return Err(n.expected(cx, EXP_RULE_MARK));
+        }
+        r.mark = Some(mark);
     }
     Ok((r, name_node))
 }

@@ -1,43 +1,40 @@
-//! The conntrack state of a queued packet, as the kernel gave it or as inferred.
+//! The conntrack state of a queued packet: as the kernel attached it, or as the
+//! rule that queued it wrote it into the mark.
 //!
 //! The kernel attaches conntrack info to queued packets (`NFQA_CT`, `NFQA_CT_INFO`)
-//! only when it is built with `CONFIG_NETFILTER_NETLINK_GLUE_CT`; then binding with
-//! `NFQA_CFG_F_CONNTRACK` succeeds and every tracked packet carries its `ctinfo`. Even
-//! then INVALID and UNTRACKED packets carry nothing (they have no conntrack entry), so
-//! the two are told apart by the service: a `stateless` service is exempted from
-//! tracking by the ruleset, so its packets are UNTRACKED; any other is INVALID.
+//! only when it is built with `CONFIG_NETFILTER_NETLINK_GLUE_CT`, and even then
+//! INVALID and UNTRACKED packets carry nothing (they have no conntrack entry). So
+//! nfqwall's rendered ruleset tells it the state itself: the rule that queues a packet
+//! first writes its `--ctstate` into the state bits of the mark
+//! ([`crate::rules::marks`]). Nothing is guessed from the packet's shape: a loose
+//! pick-up ACK is NEW because conntrack said so, and a SACK-bearing segment queued
+//! for repair is ESTABLISHED because conntrack said so.
 //!
-//! Without that kernel option (the flag is refused with `EOPNOTSUPP`) nfqwall infers
-//! the state from what the ruleset queues: rules queue only the states a service lists
-//! (by default INVALID and NEW), never ESTABLISHED traffic. So a queued TCP segment
-//! that could open a connection (SYN without ACK, RST or FIN) is NEW, and any other
-//! queued TCP segment of a tracked service is INVALID (conntrack would not have queued
-//! it as ESTABLISHED). A queued UDP or other datagram of a tracked service is NEW:
-//! conntrack marks those INVALID only for broken headers, which the engine reports as
-//! malformed anyway. The inference is wrong in one known case: with
-//! `nf_conntrack_tcp_loose=1` conntrack also picks up a mid-stream segment as NEW
-//! (after a conntrack flush); nfqwall calls it INVALID and the liberal tracker accepts
-//! it as `conntrack_only_invalid` or a pickup.
+//! Where the kernel attached a state, it wins. Where neither source says anything
+//! (`--no-rules` with rules that do not write the state bits), the packet is judged
+//! as INVALID with no state: never vouched for, hostile classes dropped in enforce.
 
-use crate::engine::policy::Policy;
 use crate::engine::{CtHint, CtState};
-use crate::wire::{self, Transport};
+use crate::rules::Marks;
 
 /// Where the conntrack state of queued packets comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CtSource {
     /// The kernel attaches it (`NFQA_CT_INFO`).
     Kernel,
-    /// The kernel cannot attach it; nfqwall infers it from the packet and the service.
-    Inferred,
+    /// The queuing rule writes it into the mark's state bits.
+    Ruleset,
+    /// Neither: packets are judged as INVALID with no state.
+    None,
 }
 
 impl CtSource {
-    /// `kernel` or `inferred`, as written in events and stats.
+    /// `kernel`, `ruleset` or `none`, as written in events and stats.
     pub fn name(self) -> &'static str {
         match self {
             CtSource::Kernel => "kernel",
-            CtSource::Inferred => "inferred",
+            CtSource::Ruleset => "ruleset",
+            CtSource::None => "none",
         }
     }
 }
@@ -63,34 +60,14 @@ pub fn from_nfq(info: Option<&nfq::Conntrack>) -> KernelCt {
     }
 }
 
-/// The conntrack hint to hand the engine for one queued IP packet.
-///
-/// The kernel's state wins when it attached one. Without one, on a kernel that does
-/// attach states (`CtSource::Kernel`), the packet had no conntrack entry: UNTRACKED
-/// for a `stateless` service, else INVALID. On a kernel that never attaches them
-/// (`CtSource::Inferred`), the engine infers the state from what the ruleset queues
-/// ([`CtHint::Queued`]), reading the headers once for both.
-pub fn hint_for(source: CtSource, kernel: KernelCt, policy: &Policy, ip: &[u8]) -> CtHint {
-    match (kernel, source) {
-        (KernelCt::Given(s), _) => CtHint::Given(s),
-        (KernelCt::Absent, CtSource::Inferred) => CtHint::Queued,
-        (KernelCt::Absent, CtSource::Kernel) => {
-            let stateless = wire::parse_ip(ip, ip.len()).ok().is_some_and(|pkt| {
-                let dport = match pkt.transport {
-                    Transport::Tcp(ref t) => Some(t.dport),
-                    Transport::Udp { dport, .. } => Some(dport),
-                    _ => None,
-                };
-                policy
-                    .find_service(pkt.proto, pkt.dst, dport)
-                    .is_some_and(|s| s.stateless())
-            });
-            CtHint::Given(if stateless {
-                CtState::Untracked
-            } else {
-                CtState::Invalid
-            })
-        }
+/// The conntrack state to hand the engine for one queued packet, and where it came
+/// from: the kernel's if attached, else the state bits of its mark, else INVALID
+/// with no source.
+pub fn state_for(kernel: KernelCt, mark: u32, marks: Marks) -> (CtHint, CtSource) {
+    match (kernel, marks.state_of(mark)) {
+        (KernelCt::Given(s), _) => (CtHint::Given(s), CtSource::Kernel),
+        (KernelCt::Absent, Some(s)) => (CtHint::Given(s), CtSource::Ruleset),
+        (KernelCt::Absent, None) => (CtHint::Given(CtState::Invalid), CtSource::None),
     }
 }
 
@@ -99,63 +76,37 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    /// IPv4 + TCP header, 192.0.2.1:40000 -> 192.0.2.2:`dport`, given flags.
-    fn tcp(dport: u16, flags: u8) -> Vec<u8> {
-        let mut p = vec![
-            0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2,
-        ];
-        p.extend_from_slice(&40000u16.to_be_bytes());
-        p.extend_from_slice(&dport.to_be_bytes());
-        p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-        p
-    }
-
-    /// IPv4 + UDP header to 192.0.2.2:`dport`.
-    fn udp(dport: u16) -> Vec<u8> {
-        let mut p = vec![
-            0x45, 0, 0, 28, 0, 0, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2,
-        ];
-        p.extend_from_slice(&40000u16.to_be_bytes());
-        p.extend_from_slice(&dport.to_be_bytes());
-        p.extend_from_slice(&[0, 8, 0, 0]);
-        p
-    }
-
-    fn dns_policy() -> Policy {
-        let cfg = Config::from_toml_str(
-            "[[service]]\nname = \"dns\"\nprotocol = \"udp\"\nports = [53]\nstateless = true\n\
-             [[service]]\nname = \"web\"\nprotocol = \"tcp\"\n",
-            "t",
-        )
-        .unwrap();
-        Policy::compile(&cfg)
+    fn marks() -> Marks {
+        Marks::of(&Config::builtin_default().daemon)
     }
 
     #[test]
-    fn kernel_state_wins() {
-        let p = dns_policy();
-        let h = hint_for(
-            CtSource::Kernel,
-            KernelCt::Given(CtState::Established),
-            &p,
-            &tcp(80, 0x10),
+    fn kernel_state_wins_over_the_mark() {
+        let m = marks();
+        let mark = m.state_value(CtState::Invalid);
+        assert_eq!(
+            state_for(KernelCt::Given(CtState::Established), mark, m),
+            (CtHint::Given(CtState::Established), CtSource::Kernel)
         );
-        assert_eq!(h, CtHint::Given(CtState::Established));
     }
 
     #[test]
-    fn absent_with_kernel_source_is_invalid_or_untracked() {
-        let p = dns_policy();
-        let f = |b: &[u8]| hint_for(CtSource::Kernel, KernelCt::Absent, &p, b);
-        assert_eq!(f(&tcp(80, 0x02)), CtHint::Given(CtState::Invalid));
-        assert_eq!(f(&udp(53)), CtHint::Given(CtState::Untracked));
-        assert_eq!(f(&[0x45, 0]), CtHint::Given(CtState::Invalid), "truncated");
+    fn the_mark_names_the_state_exactly() {
+        let m = marks();
+        for &s in Marks::states() {
+            let mark = m.state_value(s) | 0x4000;
+            assert_eq!(
+                state_for(KernelCt::Absent, mark, m),
+                (CtHint::Given(s), CtSource::Ruleset)
+            );
+        }
     }
 
     #[test]
-    fn absent_on_an_inferring_kernel_lets_the_engine_infer() {
-        let p = dns_policy();
-        let h = hint_for(CtSource::Inferred, KernelCt::Absent, &p, &udp(53));
-        assert_eq!(h, CtHint::Queued);
+    fn no_source_is_invalid_with_no_state() {
+        assert_eq!(
+            state_for(KernelCt::Absent, 0x4000, marks()),
+            (CtHint::Given(CtState::Invalid), CtSource::None)
+        );
     }
 }

@@ -47,13 +47,22 @@ pub trait Ruleset {
     fn remove(&mut self) -> Result<(), String>;
     /// A short description for events (`"none"` when rules are managed elsewhere).
     fn describe(&self) -> String;
-    /// The mark bit with which the installed ruleset lets a packet nfqwall passed
-    /// continue through the operator's own rules (see [`crate::rules::PASS_MARK`]);
-    /// `None` when the ruleset has no such rule, and every accept is final.
-    fn pass_mark(&self) -> Option<u32> {
+    /// Returns true if and only if the installed ruleset writes each queued packet's
+    /// conntrack state into the mark (nfqwall's own rules do; `--no-rules` cannot
+    /// promise it).
+    fn writes_state(&self) -> bool {
+        false
+    }
+    /// A reader of the counter of queued packets that reached `filter` unjudged
+    /// (see [`crate::rules::UNJUDGED_COMMENT`]), to run off the main thread; `None`
+    /// when the ruleset has no such counter.
+    fn unjudged_reader(&self) -> Option<UnjudgedReader> {
         None
     }
 }
+
+/// Reads the installed counter of queued packets nobody judged (`None`: unreadable).
+pub type UnjudgedReader = Box<dyn Fn() -> Option<u64> + Send>;
 
 /// `--no-rules`: the operator (or a test) manages the NFQUEUE rules.
 pub struct NoRules;
@@ -139,12 +148,29 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// One entry per queue, in queue order.
     pub queues: Vec<QueueShared>,
-    /// [`Ruleset::pass_mark`] of the ruleset in force.
-    pub pass_mark: Option<u32>,
+    /// nfqwall's mark bits (`daemon.vouch_mark`, `daemon.state_mask`).
+    pub marks: crate::rules::Marks,
+    /// The counter of queued packets that reached `filter` unjudged, summed over
+    /// rule replacements (which reset it); read by the monitor thread.
+    pub unjudged_total: AtomicU64,
+    /// Whether that counter could be read at least once.
+    pub unjudged_known: AtomicBool,
     start: Instant,
 }
 
 impl Shared {
+    /// Queued packets the kernel let past without nfqwall's verdict: the counter's
+    /// total less what nfqwall itself shed or gave up on (those carry the state bits
+    /// too).
+    pub fn unjudged_kernel(&self) -> u64 {
+        let c = self.engine.counters();
+        let own = c.by_reason[Reason::Shed.index()].load(Ordering::Relaxed)
+            + c.by_reason[Reason::InternalError.index()].load(Ordering::Relaxed);
+        self.unjudged_total
+            .load(Ordering::Relaxed)
+            .saturating_sub(own)
+    }
+
     /// Monotonic ns since start: the engine's clock.
     #[inline]
     pub fn mono_ns(&self) -> u64 {
@@ -219,13 +245,16 @@ pub fn run(opts: RunOptions, mut rules: Box<dyn Ruleset>) -> Result<(), DaemonEr
                 ..QueueShared::default()
             })
             .collect(),
-        pass_mark: rules.pass_mark(),
+        marks: crate::rules::Marks::of(&config.daemon),
+        unjudged_total: AtomicU64::new(0),
+        unjudged_known: AtomicBool::new(false),
         start: Instant::now(),
     });
     let mut daemon = Daemon {
         shared,
         sink,
         workers: Vec::new(),
+        monitor: None,
         writer: Some(writer),
         rules_installed: false,
         stats: None,
@@ -234,7 +263,7 @@ pub fn run(opts: RunOptions, mut rules: Box<dyn Ruleset>) -> Result<(), DaemonEr
         summary_interval,
         config,
         opts,
-        ct_source: CtSource::Inferred,
+        ct_source: CtSource::None,
     };
     let result = daemon
         .start(&mut *rules)
@@ -247,6 +276,7 @@ struct Daemon {
     shared: Arc<Shared>,
     sink: EventSink,
     workers: Vec<JoinHandle<()>>,
+    monitor: Option<JoinHandle<()>>,
     writer: Option<JoinHandle<()>>,
     rules_installed: bool,
     stats: Option<StatsServer>,
@@ -267,18 +297,21 @@ impl Daemon {
         for qs in &self.shared.queues {
             bound.push(queue::bind(qs.number, d.queue_maxlen, d.fail_open)?);
         }
-        self.ct_source = if bound.iter().all(|(_, s)| *s == CtSource::Kernel) {
+        self.ct_source = if bound.iter().all(|(_, s, _)| *s == CtSource::Kernel) {
             CtSource::Kernel
+        } else if rules.writes_state() {
+            CtSource::Ruleset
         } else {
-            CtSource::Inferred
+            CtSource::None
         };
-        for (index, (q, source)) in bound.into_iter().enumerate() {
+        let rcvbuf = bound.first().map_or(0, |(_, _, r)| *r);
+        for (index, (q, _, _)) in bound.into_iter().enumerate() {
             let shared = Arc::clone(&self.shared);
             let sink = self.sink.clone();
             let name = format!("nfqwall-q{}", shared.queues[index].number);
             let h = std::thread::Builder::new()
                 .name(name)
-                .spawn(move || queue::run(q, index, source, &shared, &sink))
+                .spawn(move || queue::run(q, index, &shared, &sink))
                 .map_err(|e| DaemonError::Io("start a queue thread", e))?;
             self.workers.push(h);
         }
@@ -296,11 +329,14 @@ impl Daemon {
                 );
             }
         }
-        if self.ct_source == CtSource::Inferred {
+        if self.ct_source == CtSource::None {
             self.notice(
                 "warning",
-                json!({"detail": "the kernel does not attach conntrack state to queued packets (no CONFIG_NETFILTER_NETLINK_GLUE_CT): nfqwall infers NEW, INVALID and UNTRACKED from the packet and the service"}),
+                json!({"detail": "the kernel attaches no conntrack state to queued packets and the rules are not nfqwall's (--no-rules): unless the queuing rules write the state bits of daemon.state_mask as `nfqwall rules print` does, every packet is judged as INVALID with no state (never let past the host's INVALID drop)"}),
             );
+        }
+        if let Some(read) = rules.unjudged_reader() {
+            self.spawn_monitor(read)?;
         }
         let d = &self.config.daemon;
         self.notice(
@@ -313,6 +349,10 @@ impl Daemon {
                 "queues": self.shared.queues.iter().map(|q| q.number).collect::<Vec<_>>(),
                 "queue_maxlen": d.queue_maxlen,
                 "fail_open": d.fail_open,
+                "fail_open_invalid": d.fail_open_invalid.name(),
+                "vouch_mark": format!("{:#x}", d.vouch_mark),
+                "state_mask": format!("{:#x}", d.state_mask),
+                "socket_rcvbuf": rcvbuf,
                 "ct_source": self.ct_source.name(),
                 "rules": rules.describe(),
                 "services": self.config.services.len(),
@@ -323,6 +363,56 @@ impl Daemon {
             sd_notify::NotifyState::Ready,
             sd_notify::NotifyState::Status("judging packets"),
         ]);
+        Ok(())
+    }
+
+    /// Starts the thread that reads the counter of queued packets nobody judged every
+    /// two seconds (iptables runs there, never on the main or a queue thread), and
+    /// writes a `fail_open` event (at most one per ten seconds) when the kernel let
+    /// packets past unjudged.
+    fn spawn_monitor(&mut self, read: UnjudgedReader) -> Result<(), DaemonError> {
+        let shared = Arc::clone(&self.shared);
+        let sink = self.sink.clone();
+        let h = std::thread::Builder::new()
+            .name("nfqwall-monitor".into())
+            .spawn(move || {
+                let mut last_raw = 0u64;
+                let mut reported_kernel = 0u64;
+                let mut next_event = Instant::now();
+                while !shared.stop.load(Ordering::Relaxed) {
+                    if let Some(raw) = read() {
+                        // A rule replacement (reload) resets the counter.
+                        let delta = if raw >= last_raw { raw - last_raw } else { raw };
+                        last_raw = raw;
+                        shared.unjudged_total.fetch_add(delta, Ordering::Relaxed);
+                        shared.unjudged_known.store(true, Ordering::Relaxed);
+                        let kernel = shared.unjudged_kernel();
+                        if kernel > reported_kernel && Instant::now() >= next_event {
+                            next_event = Instant::now() + Duration::from_secs(10);
+                            sink.notice(
+                                wall_ns(),
+                                "fail_open",
+                                json!({
+                                    "unjudged_by_kernel": kernel,
+                                    "new": kernel - reported_kernel,
+                                    "unjudged_total": shared.unjudged_total.load(Ordering::Relaxed),
+                                    "socket_lost": shared.queues.iter().map(|q| q.socket_lost.load(Ordering::Relaxed)).sum::<u64>(),
+                                    "detail": "queued packets reached the host's rules without nfqwall's verdict (kernel fail-open: queue or socket full, or no listener)",
+                                }),
+                            );
+                            reported_kernel = kernel;
+                        }
+                    }
+                    for _ in 0..20 {
+                        if shared.stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            })
+            .map_err(|e| DaemonError::Io("start the monitor thread", e))?;
+        self.monitor = Some(h);
         Ok(())
     }
 
@@ -512,6 +602,14 @@ impl Daemon {
                 accepted: c.accepted.load(Ordering::Relaxed),
                 dropped: c.dropped.load(Ordering::Relaxed),
                 would_drop: c.would_drop.load(Ordering::Relaxed),
+                vouched: c.vouched.load(Ordering::Relaxed),
+                would_accept: c.would_accept.load(Ordering::Relaxed),
+                passed_on: c.passed_on.load(Ordering::Relaxed),
+                unjudged: stats::Unjudged {
+                    total: shared.unjudged_total.load(Ordering::Relaxed),
+                    kernel: shared.unjudged_kernel(),
+                    known: shared.unjudged_known.load(Ordering::Relaxed),
+                },
                 by_reason: (0..REASON_KINDS)
                     .map(|i| (Reason::NAMES[i].to_string(), r(i)))
                     .collect(),
@@ -547,6 +645,10 @@ impl Daemon {
                         shed: q.shed.load(Ordering::Relaxed),
                         shedding: q.shedding.load(Ordering::Relaxed),
                         socket_errors: q.socket_errors.load(Ordering::Relaxed),
+                        socket_lost: q.socket_lost.load(Ordering::Relaxed),
+                        ct_kernel: q.ct_kernel.load(Ordering::Relaxed),
+                        ct_ruleset: q.ct_ruleset.load(Ordering::Relaxed),
+                        ct_none: q.ct_none.load(Ordering::Relaxed),
                     })
                     .collect(),
                 kernel: stats::read_kernel_queues()
@@ -583,6 +685,9 @@ impl Daemon {
             }
             let _ = h.join();
         }
+        if let Some(m) = self.monitor.take() {
+            let _ = m.join();
+        }
         self.stats = None;
         let c = self.shared.engine.counters();
         self.notice(
@@ -593,6 +698,9 @@ impl Daemon {
                 "accepted": c.accepted.load(Ordering::Relaxed),
                 "dropped": c.dropped.load(Ordering::Relaxed),
                 "would_drop": c.would_drop.load(Ordering::Relaxed),
+                "vouched": c.vouched.load(Ordering::Relaxed),
+                "would_accept": c.would_accept.load(Ordering::Relaxed),
+                "unjudged_by_kernel": self.shared.unjudged_kernel(),
                 "shed": c.by_reason[Reason::Shed.index()].load(Ordering::Relaxed),
                 "events_suppressed": self.sink.counters().suppressed.load(Ordering::Relaxed),
             }),

@@ -2,15 +2,14 @@
 
 use crate::config::Config;
 use crate::engine::analysis::{SegmentInfo, Side};
-use crate::engine::flow::{secs, FlowKey, FlowTable, Lookup};
+use crate::engine::flow::{secs, Flow, FlowKey, FlowTable, Lookup};
 use crate::engine::meta::{CtHint, CtState, PacketMeta};
 use crate::engine::patterns::{Pattern, Patterns};
 use crate::engine::peers::PeerTable;
 use crate::engine::policy::{Action, Mode, Policy, PolicyOutcome, RuleId, RuleInput, ServiceId};
 use crate::engine::reason::{Class, Reason, REASON_KINDS};
 use crate::engine::sack_repair::{self, Learned, RepairTable};
-use crate::engine::tracker::{self, Segment};
-use crate::engine::LinkType;
+use crate::engine::tracker::{self, Segment, TcpTracker};
 use crate::wire::tcp_options::TcpOptions;
 use crate::wire::{self, ParseError, Transport};
 use arc_swap::ArcSwap;
@@ -37,6 +36,42 @@ impl Verdict {
     }
 }
 
+/// What the engine wants done with one packet: the one answer a front end maps to
+/// its own verdict (NFQUEUE verdict and marks live, per-packet output in replay).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Discard it: hostile, or dropped by the policy (enforce mode only).
+    Drop,
+    /// Let it past the host's INVALID drop: conntrack called it INVALID, and nfqwall
+    /// showed it benign on evidence (enforce mode only). Nothing else is vouched for.
+    Vouch,
+    /// Hand it on to the host's own rules, exactly as if nfqwall were absent.
+    PassOn,
+}
+
+impl Disposition {
+    /// `drop`, `accept` (past the host's INVALID drop) or `pass` (to the host's rules).
+    pub fn name(self) -> &'static str {
+        match self {
+            Disposition::Drop => "drop",
+            Disposition::Vouch => "accept",
+            Disposition::PassOn => "pass",
+        }
+    }
+}
+
+/// A SACK rewrite computed from the packet's one parse: where the option is and
+/// what to subtract, so the front end applies it without reading the packet again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SackRewrite {
+    /// The exact middlebox offset to subtract from each SACK edge.
+    pub offset: u32,
+    /// Byte offset of the TCP header in the packet.
+    pub tcp_at: u16,
+    /// Byte offset of the SACK option (its kind byte) in the packet.
+    pub sack_at: u16,
+}
+
 /// The addresses and ports of a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tuple {
@@ -55,12 +90,17 @@ pub struct Tuple {
 /// The engine's answer for one packet. Copy, no heap: the verdict path never allocates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {
-    /// The verdict to give the kernel.
+    /// What to do with the packet, in the mode that applied.
+    pub disposition: Disposition,
+    /// `Drop` if and only if the disposition is [`Disposition::Drop`].
     pub verdict: Verdict,
     /// Why, when it is not a plain accept.
     pub reason: Option<Reason>,
     /// True in log-only mode when enforce mode would have dropped the packet.
     pub would_drop: bool,
+    /// True in log-only mode when enforce mode would have let the packet past the
+    /// host's INVALID drop ([`Disposition::Vouch`]).
+    pub would_accept: bool,
     /// The mode that applied.
     pub mode: Mode,
     /// Retransmission patterns (Wireshark's names).
@@ -80,8 +120,11 @@ pub struct Decision {
     /// The flow's initiator: the peer the patterns are counted against.
     pub peer: Option<IpAddr>,
     /// The exact middlebox offset to subtract from this packet's SACK blocks, when
-    /// its service asks for `sack_repair` and the offset is known and verified.
+    /// its service asks for `sack_repair`, the offset is known and verified, and the
+    /// mode is enforce (log-only changes no packet).
     pub repair_offset: Option<u32>,
+    /// The rewrite that `repair_offset` calls for, located in the packet.
+    pub rewrite: Option<SackRewrite>,
     /// True when [`Engine::decide_mut`] rewrote the packet (the verdict must carry
     /// the modified bytes).
     pub rewritten: bool,
@@ -91,7 +134,7 @@ impl Decision {
     /// Returns true if and only if the decision deserves an event: any reason, a
     /// would-drop, or a matching `log` rule.
     pub fn is_notable(&self) -> bool {
-        self.reason.is_some() || self.would_drop || self.logged_rule.is_some()
+        self.reason.is_some() || self.would_drop || self.would_accept || self.logged_rule.is_some()
     }
 }
 
@@ -105,6 +148,12 @@ pub struct Counters {
     pub dropped: AtomicU64,
     /// Log-only accepts that enforce mode would have dropped.
     pub would_drop: AtomicU64,
+    /// INVALID packets let past the host's INVALID drop on evidence.
+    pub vouched: AtomicU64,
+    /// Log-only passes that enforce mode would have let past the INVALID drop.
+    pub would_accept: AtomicU64,
+    /// Packets handed on to the host's rules.
+    pub passed_on: AtomicU64,
     /// Verdicts by reason, indexed by [`Reason::index`].
     pub by_reason: [AtomicU64; REASON_KINDS],
     /// Packets by pattern, indexed like [`Pattern::ALL`].
@@ -120,19 +169,20 @@ impl Counters {
             accepted: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             would_drop: AtomicU64::new(0),
+            vouched: AtomicU64::new(0),
+            would_accept: AtomicU64::new(0),
+            passed_on: AtomicU64::new(0),
             by_reason: core::array::from_fn(|_| AtomicU64::new(0)),
             by_pattern: core::array::from_fn(|_| AtomicU64::new(0)),
             sack_repaired: AtomicU64::new(0),
         }
     }
 
-    /// Counts a verdict given outside the engine (load shedding, internal error).
-    pub fn count_external(&self, verdict: Verdict, reason: Reason) {
+    /// Counts a packet left unjudged outside the engine (load shedding, internal
+    /// error): accepted by nfqwall, so that the host's own rules decide.
+    pub fn count_unjudged(&self, reason: Reason) {
         self.packets.fetch_add(1, Ordering::Relaxed);
-        match verdict {
-            Verdict::Accept => self.accepted.fetch_add(1, Ordering::Relaxed),
-            Verdict::Drop => self.dropped.fetch_add(1, Ordering::Relaxed),
-        };
+        self.accepted.fetch_add(1, Ordering::Relaxed);
         self.by_reason[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -143,35 +193,9 @@ const MAX_REPAIRED_FLOWS: usize = 4096;
 /// Seconds without a displaced SACK or data after which a flow's learning is dropped.
 const REPAIR_IDLE_S: u32 = 600;
 
-/// The state a hint names (NEW for `Auto`, which derives it only for TCP and UDP).
-fn hint_state(hint: CtHint) -> CtState {
-    match hint {
-        CtHint::Given(s) => s,
-        CtHint::Auto | CtHint::Queued => CtState::New,
-    }
-}
-
-/// [`CtHint::Queued`]: the state conntrack had when nfqwall's rendered ruleset queued
-/// the packet, inferred from what that ruleset queues.
-fn infer_queued_state(
-    policy: &Policy,
-    pkt: &wire::Packet<'_>,
-    dport: Option<u16>,
-    tcp_flags: Option<u8>,
-) -> CtState {
-    use crate::engine::analysis::tcp_flags::{ACK, FIN, RST, SYN};
-    if policy
-        .find_service(pkt.proto, pkt.dst, dport)
-        .is_some_and(|s| s.stateless())
-    {
-        return CtState::Untracked;
-    }
-    match tcp_flags {
-        Some(f) if f & SYN != 0 && f & (ACK | RST | FIN) == 0 => CtState::New,
-        Some(_) => CtState::Invalid,
-        None => CtState::New,
-    }
-}
+/// Repeated agreeing displacements on one flow before its displaced SACKs count as
+/// proof of a middlebox (an exact offset, or a peer already proven, proves at once).
+const SACK_PROOF_HITS: u16 = 3;
 
 /// The decision engine. Shared by reference between the threads of a front end.
 pub struct Engine {
@@ -191,6 +215,23 @@ struct Tracked {
     peer: Option<IpAddr>,
     /// A verified exact SACK offset for this packet (used only if the service repairs).
     repair: Option<u32>,
+    /// Evidence that this packet, if conntrack calls it INVALID, is benign: trusted
+    /// state shows it, or its SACK blocks carry a proven middlebox offset.
+    evidence: bool,
+}
+
+impl Tracked {
+    /// Nothing learned: the given state, an optional reason.
+    fn stateless(ct: CtState, reason: Option<Reason>, peer: Option<IpAddr>) -> Tracked {
+        Tracked {
+            ct,
+            reason,
+            patterns: Patterns::EMPTY,
+            peer,
+            repair: None,
+            evidence: false,
+        }
+    }
 }
 
 impl Engine {
@@ -248,16 +289,17 @@ impl Engine {
 
     fn judge(&self, now_ns: u64, meta: &PacketMeta<'_>, bytes: &[u8]) -> Decision {
         let policy = self.policy.load();
-        let default_mode = policy.default_mode();
         let given_ct = match meta.ct {
             CtHint::Given(s) => s,
-            CtHint::Auto | CtHint::Queued => CtState::New,
+            CtHint::Auto => CtState::New,
         };
         let mut d = Decision {
+            disposition: Disposition::PassOn,
             verdict: Verdict::Accept,
             reason: None,
             would_drop: false,
-            mode: default_mode,
+            would_accept: false,
+            mode: policy.default_mode(),
             patterns: Patterns::EMPTY,
             ct_state: given_ct,
             tuple: None,
@@ -267,6 +309,7 @@ impl Engine {
             mark: None,
             peer: None,
             repair_offset: None,
+            rewrite: None,
             rewritten: false,
         };
         let wire_len = if meta.wire_len == 0 {
@@ -281,8 +324,11 @@ impl Engine {
                 return d;
             }
             Err(e) => {
-                d.ct_state = CtState::Invalid;
-                return self.finish(d, Some(Reason::Malformed(e)), None);
+                if meta.ct == CtHint::Auto {
+                    d.ct_state = CtState::Invalid;
+                }
+                let tracked = Tracked::stateless(d.ct_state, Some(Reason::Malformed(e)), None);
+                return self.finish(d, &tracked, None);
             }
         };
         let (sport, dport, tcp_flags) = match pkt.transport {
@@ -298,32 +344,18 @@ impl Engine {
             proto: pkt.proto,
         });
 
-        let hint = match meta.ct {
-            CtHint::Queued => CtHint::Given(infer_queued_state(&policy, &pkt, dport, tcp_flags)),
-            given => given,
-        };
         let tracked = match pkt.transport {
-            Transport::Tcp(ref seg) => self.track_tcp(now_ns, hint, &pkt, seg),
-            Transport::Udp { sport, dport } => self.track_udp(now_ns, hint, &pkt, sport, dport),
-            Transport::Fragment => Tracked {
-                ct: hint_state(hint),
-                reason: Some(Reason::Fragment),
-                patterns: Patterns::EMPTY,
-                peer: None,
-                repair: None,
+            Transport::Tcp(ref seg) => match meta.ct {
+                CtHint::Auto => self.track_tcp_whole(now_ns, &pkt, seg),
+                CtHint::Given(ct) => self.track_tcp_seen(now_ns, ct, &pkt, seg),
             },
-            _ => Tracked {
-                ct: hint_state(hint),
-                reason: None,
-                patterns: Patterns::EMPTY,
-                peer: None,
-                repair: None,
-            },
+            Transport::Udp { sport, dport } => self.track_udp(now_ns, meta.ct, &pkt, sport, dport),
+            Transport::Fragment => Tracked::stateless(given_ct, Some(Reason::Fragment), None),
+            _ => Tracked::stateless(given_ct, None, None),
         };
         d.ct_state = tracked.ct;
         d.patterns = tracked.patterns;
         d.peer = tracked.peer;
-        let repair = tracked.repair;
 
         let input = RuleInput {
             proto: pkt.proto,
@@ -337,38 +369,49 @@ impl Engine {
             ip_len: pkt.ip_len,
         };
         let outcome = policy.evaluate(now_ns, &input);
-        let mut d = self.finish(d, tracked.reason, Some(outcome));
-        if d.verdict == Verdict::Accept
-            && outcome
-                .service
-                .and_then(|s| policy.get_service(s))
-                .is_some_and(|s| s.sack_repair())
+        let mut d = self.finish(d, &tracked, Some(outcome));
+        let repairs = outcome
+            .service
+            .and_then(|s| policy.get_service(s))
+            .is_some_and(|s| s.sack_repair());
+        if let (Some(offset), true, Mode::Enforce, Transport::Tcp(seg)) =
+            (tracked.repair, repairs, d.mode, &pkt.transport)
         {
-            d.repair_offset = repair;
+            if d.disposition != Disposition::Drop {
+                d.rewrite = locate_sack(bytes, seg, offset);
+                d.repair_offset = d.rewrite.map(|r| r.offset);
+                if d.rewrite.is_some() && d.ct_state == CtState::Invalid {
+                    // The exact offset is the evidence: the repaired blocks are valid.
+                    d.disposition = Disposition::Vouch;
+                }
+            }
         }
         d
     }
 
-    /// Judges one packet that starts at its IP header (the live path), and, when the
-    /// decision carries a `repair_offset`, rewrites its SACK blocks in place and sets
-    /// `rewritten` so the front end returns the modified bytes with the verdict.
+    /// Judges one packet and, when the decision carries a SACK rewrite, applies it
+    /// to `packet` in place and sets `rewritten` (the verdict must then carry the
+    /// modified bytes).
     pub fn decide_mut(&self, now_ns: u64, meta: &PacketMeta<'_>, packet: &mut [u8]) -> Decision {
         let mut d = self.decide(now_ns, meta, packet);
-        if meta.link == LinkType::RawIp {
-            self.apply_repair(&mut d, packet);
-        }
+        self.apply_repair(&mut d, packet);
         d
     }
 
-    /// Applies a decision's `repair_offset` to the packet it was made for (starting
-    /// at its IP header): rewrites the SACK blocks in place and sets `rewritten`.
-    /// Front ends that must not touch the buffer until they know a rewrite is due
-    /// (NFQUEUE sends back whatever was borrowed mutably) call `decide`, then this.
+    /// Applies a decision's precomputed [`SackRewrite`] to the packet it was made
+    /// for (no second parse) and sets `rewritten`. Front ends that must not touch the
+    /// buffer until they know a rewrite is due (NFQUEUE sends back whatever was
+    /// borrowed mutably) call `decide`, then this.
     pub fn apply_repair(&self, d: &mut Decision, packet: &mut [u8]) {
-        let Some(offset) = d.repair_offset else {
+        let Some(rw) = d.rewrite else {
             return;
         };
-        d.rewritten = sack_repair::rewrite_sack_blocks(packet, offset) > 0;
+        d.rewritten = sack_repair::rewrite_located(
+            packet,
+            usize::from(rw.tcp_at),
+            usize::from(rw.sack_at),
+            rw.offset,
+        ) > 0;
         if d.rewritten {
             self.counters.sack_repaired.fetch_add(1, Ordering::Relaxed);
         }
@@ -377,14 +420,12 @@ impl Engine {
     /// Combines the tracker's reason and the policy's outcome under the mode.
     ///
     /// Hostile packets are dropped whatever the rules say (a rule that accepts a
-    /// service does not accept forged resets into it); then the rules decide; benign
-    /// reasons ride along with an accept so the event explains the packet.
-    fn finish(
-        &self,
-        mut d: Decision,
-        tcp_reason: Option<Reason>,
-        outcome: Option<PolicyOutcome>,
-    ) -> Decision {
+    /// service does not accept forged resets into it); then a rule's drop; then an
+    /// INVALID packet is vouched for only on evidence, and everything else goes on to
+    /// the host's rules. A rule's `accept` never vouches: it means nfqwall has no
+    /// objection, and the host's rules still decide. Log-only changes no packet's
+    /// fate and says what enforce would have done.
+    fn finish(&self, mut d: Decision, t: &Tracked, outcome: Option<PolicyOutcome>) -> Decision {
         if let Some(o) = outcome {
             d.service = o.service;
             d.mode = o.mode;
@@ -392,47 +433,50 @@ impl Engine {
             d.logged_rule = o.logged;
             d.mark = o.mark;
         }
-        let (verdict, reason) = match (tcp_reason, outcome) {
-            (Some(r), _) if r.class() == Class::Hostile => (Verdict::Drop, Some(r)),
-            (r, Some(o)) if o.action == Action::Drop => (
-                Verdict::Drop,
-                if o.rule.is_some() {
+        let mut reason = t.reason;
+        let enforce = match (t.reason, outcome) {
+            (Some(r), _) if r.class() == Class::Hostile => Disposition::Drop,
+            (r, Some(o)) if o.action == Action::Drop => {
+                reason = if o.rule.is_some() {
                     Some(Reason::RuleDrop)
                 } else {
                     Some(Reason::ServiceDefaultDrop)
                 }
-                .or(r),
-            ),
-            (r, _) => (Verdict::Accept, r),
+                .or(r);
+                Disposition::Drop
+            }
+            _ if t.ct == CtState::Invalid && t.evidence => Disposition::Vouch,
+            _ => Disposition::PassOn,
         };
         d.reason = reason;
-        d.verdict = verdict;
-        if verdict == Verdict::Drop && d.mode == Mode::LogOnly {
-            d.verdict = Verdict::Accept;
-            d.would_drop = true;
-        }
+        d.disposition = match d.mode {
+            Mode::Enforce => enforce,
+            Mode::LogOnly => {
+                d.would_drop = enforce == Disposition::Drop;
+                d.would_accept = enforce == Disposition::Vouch;
+                Disposition::PassOn
+            }
+        };
+        d.verdict = if d.disposition == Disposition::Drop {
+            Verdict::Drop
+        } else {
+            Verdict::Accept
+        };
         d
     }
 
-    fn track_tcp(
+    /// TCP with the whole flow in view (replay with `--visibility full`): the engine
+    /// is its own conntrack, derives the state, and trusts what it tracked.
+    fn track_tcp_whole(
         &self,
         now_ns: u64,
-        hint: CtHint,
         pkt: &wire::Packet<'_>,
         seg: &wire::TcpSegment<'_>,
     ) -> Tracked {
         let no_options = TcpOptions::default();
         let options = seg.options.as_ref().unwrap_or(&no_options);
         let (key, sender_is_low) = FlowKey::new(pkt.src, seg.sport, pkt.dst, seg.dport, pkt.proto);
-        let info = SegmentInfo {
-            ts_ns: now_ns,
-            seq: seg.seq,
-            ack: seg.ack,
-            payload_len: seg.payload_len,
-            flags: seg.flags,
-            window: seg.window,
-            window_scale: options.window_scale,
-        };
+        let info = segment_info(now_ns, seg, options);
         let options_error = seg.options.err().map(Reason::MalformedOptions);
         let result = self
             .flows
@@ -446,15 +490,7 @@ impl Engine {
                         reason: Some(r),
                         reopened: false,
                     },
-                    None => flow.tcp.on_segment(&Segment {
-                        from: side,
-                        seq: seg.seq,
-                        ack: seg.ack,
-                        flags: seg.flags,
-                        window: seg.window,
-                        payload_len: seg.payload_len,
-                        options,
-                    }),
+                    None => flow.tcp.on_segment(&tracker_segment(side, seg, options)),
                 };
                 if verdict.reopened {
                     flow.first_is_low = sender_is_low;
@@ -466,47 +502,15 @@ impl Engine {
                     // Behind a middlebox: learn the exact offset from segment boundaries.
                     self.repairs
                         .note_data(&key, side, seg.seq, seg.payload_len, secs(now_ns));
-                    if let Some(Reason::SackDisplaced {
-                        offset_low,
-                        offset_high,
-                    }) = verdict.reason
-                    {
-                        let learned = self.repairs.learn(
-                            &key,
-                            side ^ 1,
-                            seg.ack,
-                            options.sack.as_slice(),
-                            (offset_low, offset_high),
-                            flow.tcp.window_room(side),
-                            secs(now_ns),
-                        );
-                        if let Learned::Exact(off) | Learned::Unverified(off) = learned {
-                            flow.tcp.pin_sack_offset(off);
-                            verdict.reason = Some(Reason::SackDisplaced {
-                                offset_low: off,
-                                offset_high: off,
-                            });
-                        }
-                        if let Learned::Exact(off) = learned {
-                            repair = Some(off);
-                        }
+                    if let Some(Reason::SackDisplaced { .. }) = verdict.reason {
+                        let (reason, exact) =
+                            self.learn_offset(&key, side, seg, options, &mut flow.tcp, now_ns);
+                        verdict.reason = reason;
+                        repair = exact;
                     }
                 }
-                flow.last_s = secs(now_ns);
-                flow.packets = flow.packets.saturating_add(1);
-                if !patterns.is_empty() {
-                    flow.patterns = Patterns::from_bits(flow.patterns.bits() | patterns.bits());
-                }
-                match verdict.reason.map(|r| r.class()) {
-                    Some(Class::Hostile) => flow.hostile = flow.hostile.saturating_add(1),
-                    Some(_) => flow.benign = flow.benign.saturating_add(1),
-                    None => {}
-                }
-                let initiator = if flow.first_is_low == sender_is_low {
-                    pkt.src
-                } else {
-                    pkt.dst
-                };
+                let initiator =
+                    note_flow(flow, sender_is_low, pkt, now_ns, patterns, verdict.reason);
                 let new = lookup == Lookup::Created || verdict.reopened;
                 (verdict.reason, patterns, new, initiator, repair)
             });
@@ -517,34 +521,19 @@ impl Engine {
             } else {
                 options_error.or(Some(Reason::FlowTableFull))
             };
-            return Tracked {
-                ct: hint_state(hint),
-                reason,
-                patterns: Patterns::EMPTY,
-                peer: Some(pkt.src),
-                repair: None,
-            };
-        };
-        // (`Queued` was resolved to a given state before tracking.)
-        let ct = match hint {
-            CtHint::Given(s) => s,
-            _ if reason.is_some() => CtState::Invalid,
-            _ if new => CtState::New,
-            _ => CtState::Established,
-        };
-        // The kernel doubted a packet the liberal tracker finds fine: name the benign
-        // pattern that explains the difference, so the log says why it was let through.
-        let reason = match (reason, ct) {
-            (None, CtState::Invalid) => Some(if patterns.contains(Pattern::KeepAlive) {
-                Reason::KeepAlive
-            } else if patterns.contains(Pattern::ZeroWindowProbe) {
-                Reason::ZeroWindowProbe
-            } else if patterns.contains(Pattern::SpuriousRetransmission) {
-                Reason::RetransmittedAckedData
+            let ct = if reason.is_some() {
+                CtState::Invalid
             } else {
-                Reason::ConntrackOnlyInvalid
-            }),
-            (r, _) => r,
+                CtState::New
+            };
+            return Tracked::stateless(ct, reason, Some(pkt.src));
+        };
+        let ct = if reason.is_some() {
+            CtState::Invalid
+        } else if new {
+            CtState::New
+        } else {
+            CtState::Established
         };
         Tracked {
             ct,
@@ -552,7 +541,237 @@ impl Engine {
             patterns,
             peer: Some(initiator),
             repair,
+            // The engine saw the flow whole: its benign classes are evidence.
+            evidence: reason.is_some_and(|r| r.class() == Class::Benign),
         }
+    }
+
+    /// TCP as the live daemon sees it: the state conntrack gave, and only the packets
+    /// the ruleset queues (a flow's SYN, the packets conntrack doubts, SACK-bearing
+    /// segments of `sack_repair` services).
+    ///
+    /// The trust model: state is learned only from packets conntrack accepted (a NEW
+    /// SYN, which always gives the flow a fresh start; ESTABLISHED segments) and from
+    /// packets let through on evidence. An INVALID packet never creates a flow, and
+    /// is judged on a copy of the flow's state that is kept only if it is vouched for.
+    fn track_tcp_seen(
+        &self,
+        now_ns: u64,
+        ct: CtState,
+        pkt: &wire::Packet<'_>,
+        seg: &wire::TcpSegment<'_>,
+    ) -> Tracked {
+        use crate::engine::analysis::tcp_flags::{ACK, FIN, RST, SYN};
+        let peer = Some(pkt.src);
+        if !tracker::flags_are_valid(seg.flags) {
+            return Tracked::stateless(ct, Some(Reason::ImpossibleFlags(seg.flags)), peer);
+        }
+        let options = match seg.options {
+            Ok(ref o) => o,
+            Err(e) => return Tracked::stateless(ct, Some(Reason::MalformedOptions(e)), peer),
+        };
+        let (key, sender_is_low) = FlowKey::new(pkt.src, seg.sport, pkt.dst, seg.dport, pkt.proto);
+        let info = segment_info(now_ns, seg, options);
+        let is_syn = seg.flags & (SYN | ACK | RST | FIN) == SYN;
+        match ct {
+            CtState::New if is_syn => {
+                let r = self
+                    .flows
+                    .with_flow(key, sender_is_low, now_ns, |flow, lookup| {
+                        let retry = lookup == Lookup::Existing
+                            && flow.first_is_low == sender_is_low
+                            && flow.tcp.syn_repeats(0, seg.seq);
+                        if !retry {
+                            // Whatever was picked up on these ports before, this SYN
+                            // passed conntrack: a fresh start.
+                            *flow = Flow::new(now_ns, sender_is_low);
+                        }
+                        flow.partial = true;
+                        let patterns = flow.analysis.on_segment(Side::First, &info);
+                        let v = flow.tcp.on_segment(&tracker_segment(0, seg, options));
+                        note_flow(flow, sender_is_low, pkt, now_ns, patterns, v.reason);
+                        (patterns, v.reason)
+                    });
+                match r {
+                    Some((patterns, reason)) => Tracked {
+                        patterns,
+                        ..Tracked::stateless(ct, reason, peer)
+                    },
+                    None => Tracked::stateless(ct, Some(Reason::FlowTableFull), peer),
+                }
+            }
+            // A loose pick-up (a NEW segment that is no SYN) or RELATED: conntrack
+            // has no entry either; nothing to learn, the host's rules decide.
+            CtState::New | CtState::Related | CtState::Untracked => {
+                Tracked::stateless(ct, None, peer)
+            }
+            CtState::Established => {
+                let r = self
+                    .flows
+                    .with_flow(key, sender_is_low, now_ns, |flow, lookup| {
+                        if lookup == Lookup::Created {
+                            flow.partial = true;
+                        }
+                        let side = flow.side(sender_is_low);
+                        let patterns = flow
+                            .analysis
+                            .on_segment(if side == 0 { Side::First } else { Side::Second }, &info);
+                        let mut v = flow.tcp.on_segment(&tracker_segment(side, seg, options));
+                        let mut repair = None;
+                        if flow.tcp.sack_offset().is_some() {
+                            self.repairs.note_data(
+                                &key,
+                                side,
+                                seg.seq,
+                                seg.payload_len,
+                                secs(now_ns),
+                            );
+                            if let Some(Reason::SackDisplaced { .. }) = v.reason {
+                                let (reason, exact) = self.learn_offset(
+                                    &key,
+                                    side,
+                                    seg,
+                                    options,
+                                    &mut flow.tcp,
+                                    now_ns,
+                                );
+                                v.reason = reason;
+                                repair = exact;
+                            }
+                        }
+                        let initiator =
+                            note_flow(flow, sender_is_low, pkt, now_ns, patterns, v.reason);
+                        (patterns, v.reason, initiator, repair)
+                    });
+                match r {
+                    Some((patterns, reason, initiator, repair)) => Tracked {
+                        ct,
+                        reason,
+                        patterns,
+                        peer: Some(initiator),
+                        repair,
+                        evidence: false,
+                    },
+                    None => Tracked::stateless(ct, Some(Reason::FlowTableFull), peer),
+                }
+            }
+            CtState::Invalid => {
+                let r = self.flows.with_existing_flow(key, now_ns, |flow| {
+                    let side = flow.side(sender_is_low);
+                    let patterns = flow
+                        .analysis
+                        .on_segment(if side == 0 { Side::First } else { Side::Second }, &info);
+                    let (mut v, mut trial) = flow
+                        .tcp
+                        .judge_untrusted(&tracker_segment(side, seg, options));
+                    let initiator = if flow.first_is_low == sender_is_low {
+                        pkt.src
+                    } else {
+                        pkt.dst
+                    };
+                    let mut repair = None;
+                    let mut evidence = false;
+                    if let Some(Reason::SackDisplaced { .. }) = v.reason {
+                        self.repairs
+                            .note_data(&key, side, seg.seq, seg.payload_len, secs(now_ns));
+                        let (reason, exact) =
+                            self.learn_offset(&key, side, seg, options, &mut trial, now_ns);
+                        v.reason = reason;
+                        repair = exact;
+                        let hits = trial.sack_offset().map_or(0, |o| o.hits);
+                        evidence = matches!(v.reason, Some(Reason::SackDisplaced { .. }))
+                            && (exact.is_some()
+                                || hits >= SACK_PROOF_HITS
+                                || self.peers.middlebox_proven(initiator));
+                    }
+                    v.reason = match v.reason {
+                        Some(r) if r.class() == Class::Hostile => Some(r),
+                        Some(r @ Reason::SackDisplaced { .. }) if evidence => Some(r),
+                        // A flow the engine saw whole (replay, or every packet fed to
+                        // it): its tracker's judgement is evidence, as in full view.
+                        r if !flow.partial => {
+                            let named = r.unwrap_or_else(|| benign_name(patterns));
+                            evidence = named.class() == Class::Benign;
+                            Some(named)
+                        }
+                        _ if seg.flags & RST != 0 => Some(Reason::RstNoState),
+                        _ if seg.flags & SYN != 0 => Some(Reason::SynNoState),
+                        _ => Some(Reason::NotProvenBenign),
+                    };
+                    if evidence {
+                        flow.tcp = trial;
+                    } else {
+                        flow.tcp.adopt_sack_evidence(&trial);
+                    }
+                    note_flow(flow, sender_is_low, pkt, now_ns, patterns, v.reason);
+                    (patterns, v.reason, initiator, repair, evidence)
+                });
+                match r {
+                    Some((patterns, reason, initiator, repair, evidence)) => Tracked {
+                        ct,
+                        reason,
+                        patterns,
+                        peer: Some(initiator),
+                        repair,
+                        evidence,
+                    },
+                    None => {
+                        let reason = if seg.flags & RST != 0 {
+                            Reason::RstNoState
+                        } else if seg.flags & SYN != 0 {
+                            Reason::SynNoState
+                        } else if self.flows.is_full() {
+                            Reason::FlowTableFull
+                        } else {
+                            Reason::NoState
+                        };
+                        Tracked::stateless(ct, Some(reason), peer)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Feeds a displaced SACK to the offset learner ([`RepairTable`]) and returns the
+    /// reason to report (pinned to the exact offset once known) and the offset to
+    /// repair with, when it is exact and this packet's blocks were verified.
+    fn learn_offset(
+        &self,
+        key: &FlowKey,
+        side: usize,
+        seg: &wire::TcpSegment<'_>,
+        options: &TcpOptions,
+        tcp: &mut TcpTracker,
+        now_ns: u64,
+    ) -> (Option<Reason>, Option<u32>) {
+        let Some(o) = tcp.sack_offset() else {
+            return (Some(Reason::SackOutsideWindow), None);
+        };
+        let learned = self.repairs.learn(
+            key,
+            side ^ 1,
+            seg.ack,
+            options.sack.as_slice(),
+            (o.low, o.high),
+            tcp.window_room(side),
+            secs(now_ns),
+        );
+        let mut reason = Some(Reason::SackDisplaced {
+            offset_low: o.low,
+            offset_high: o.high,
+        });
+        if let Learned::Exact(off) | Learned::Unverified(off) = learned {
+            tcp.pin_sack_offset(off);
+            reason = Some(Reason::SackDisplaced {
+                offset_low: off,
+                offset_high: off,
+            });
+        }
+        let exact = match learned {
+            Learned::Exact(off) => Some(off),
+            _ => None,
+        };
+        (reason, exact)
     }
 
     fn track_udp(
@@ -568,13 +787,7 @@ impl Engine {
         // none: a busy stateless service would otherwise fill nfqwall's table the way
         // it filled conntrack's, one entry per query.
         if let CtHint::Given(ct) = hint {
-            return Tracked {
-                ct,
-                reason: None,
-                patterns: Patterns::EMPTY,
-                peer: None,
-                repair: None,
-            };
+            return Tracked::stateless(ct, None, None);
         }
         let (key, sender_is_low) = FlowKey::new(pkt.src, sport, pkt.dst, dport, pkt.proto);
         let seen = self
@@ -587,34 +800,33 @@ impl Engine {
                 }
                 lookup == Lookup::Created || !flow.replied
             });
-        let ct = match (hint, seen) {
-            (CtHint::Given(s), _) => s,
-            // Conntrack calls UDP NEW until it sees a reply.
-            (_, Some(true) | None) => CtState::New,
-            (_, Some(false)) => CtState::Established,
+        // Conntrack calls UDP NEW until it sees a reply.
+        let ct = match seen {
+            Some(true) | None => CtState::New,
+            Some(false) => CtState::Established,
         };
-        Tracked {
-            ct,
-            reason: if seen.is_none() {
-                Some(Reason::FlowTableFull)
-            } else {
-                None
-            },
-            patterns: Patterns::EMPTY,
-            peer: None,
-            repair: None,
-        }
+        Tracked::stateless(ct, seen.is_none().then_some(Reason::FlowTableFull), None)
     }
 
     fn count(&self, d: &Decision, now_ns: u64) {
         let c = &self.counters;
         c.packets.fetch_add(1, Ordering::Relaxed);
-        match d.verdict {
-            Verdict::Accept => c.accepted.fetch_add(1, Ordering::Relaxed),
-            Verdict::Drop => c.dropped.fetch_add(1, Ordering::Relaxed),
+        match d.disposition {
+            Disposition::Drop => c.dropped.fetch_add(1, Ordering::Relaxed),
+            Disposition::Vouch => {
+                c.vouched.fetch_add(1, Ordering::Relaxed);
+                c.accepted.fetch_add(1, Ordering::Relaxed)
+            }
+            Disposition::PassOn => {
+                c.passed_on.fetch_add(1, Ordering::Relaxed);
+                c.accepted.fetch_add(1, Ordering::Relaxed)
+            }
         };
         if d.would_drop {
             c.would_drop.fetch_add(1, Ordering::Relaxed);
+        }
+        if d.would_accept {
+            c.would_accept.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(r) = d.reason {
             c.by_reason[r.index()].fetch_add(1, Ordering::Relaxed);
@@ -628,6 +840,8 @@ impl Engine {
         if let Some(peer) = d.peer {
             let class = d.reason.map(|r| r.class());
             let displaced = matches!(d.reason, Some(Reason::SackDisplaced { .. }));
+            let proven = d.repair_offset.is_some()
+                || matches!(d.reason, Some(Reason::SackDisplaced { offset_low, offset_high }) if offset_low == offset_high);
             self.peers.update(peer, now_ns, |s| {
                 for p in d.patterns.iter() {
                     s.patterns[p as usize] = s.patterns[p as usize].saturating_add(1);
@@ -640,7 +854,96 @@ impl Engine {
                 if displaced {
                     s.sack_displaced = s.sack_displaced.saturating_add(1);
                 }
+                if proven {
+                    s.offsets_proven = s.offsets_proven.saturating_add(1);
+                }
             });
         }
     }
+}
+
+/// The analysis's view of a segment.
+fn segment_info(now_ns: u64, seg: &wire::TcpSegment<'_>, options: &TcpOptions) -> SegmentInfo {
+    SegmentInfo {
+        ts_ns: now_ns,
+        seq: seg.seq,
+        ack: seg.ack,
+        payload_len: seg.payload_len,
+        flags: seg.flags,
+        window: seg.window,
+        window_scale: options.window_scale,
+    }
+}
+
+/// The tracker's view of a segment from endpoint `side`.
+fn tracker_segment<'a>(
+    side: usize,
+    seg: &wire::TcpSegment<'_>,
+    options: &'a TcpOptions,
+) -> Segment<'a> {
+    Segment {
+        from: side,
+        seq: seg.seq,
+        ack: seg.ack,
+        flags: seg.flags,
+        window: seg.window,
+        payload_len: seg.payload_len,
+        options,
+    }
+}
+
+/// Per-flow bookkeeping after a packet: times, counts, patterns, classes. Returns the
+/// flow's initiator (the peer its patterns are counted against).
+fn note_flow(
+    flow: &mut Flow,
+    sender_is_low: bool,
+    pkt: &wire::Packet<'_>,
+    now_ns: u64,
+    patterns: Patterns,
+    reason: Option<Reason>,
+) -> IpAddr {
+    flow.last_s = secs(now_ns);
+    flow.packets = flow.packets.saturating_add(1);
+    if !patterns.is_empty() {
+        flow.patterns = Patterns::from_bits(flow.patterns.bits() | patterns.bits());
+    }
+    match reason.map(|r| r.class()) {
+        Some(Class::Hostile) => flow.hostile = flow.hostile.saturating_add(1),
+        Some(Class::Benign) => flow.benign = flow.benign.saturating_add(1),
+        _ => {}
+    }
+    if flow.first_is_low == sender_is_low {
+        pkt.src
+    } else {
+        pkt.dst
+    }
+}
+
+/// The benign pattern that explains why conntrack doubted a packet the liberal
+/// tracker finds fine, so the log says why it was let through.
+fn benign_name(patterns: Patterns) -> Reason {
+    if patterns.contains(Pattern::KeepAlive) {
+        Reason::KeepAlive
+    } else if patterns.contains(Pattern::ZeroWindowProbe) {
+        Reason::ZeroWindowProbe
+    } else if patterns.contains(Pattern::SpuriousRetransmission) {
+        Reason::RetransmittedAckedData
+    } else {
+        Reason::ConntrackOnlyInvalid
+    }
+}
+
+/// Where the SACK option of `seg` sits in `bytes` (the buffer it was parsed from).
+fn locate_sack(bytes: &[u8], seg: &wire::TcpSegment<'_>, offset: u32) -> Option<SackRewrite> {
+    let payload_at = (seg.payload.as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
+    let tcp_at = payload_at.checked_sub(usize::from(seg.header_len))?;
+    let sack_at = sack_repair::find_sack_option(
+        bytes.get(tcp_at + 20..tcp_at + usize::from(seg.header_len))?,
+    )? + tcp_at
+        + 20;
+    Some(SackRewrite {
+        offset,
+        tcp_at: u16::try_from(tcp_at).ok()?,
+        sack_at: u16::try_from(sack_at).ok()?,
+    })
 }

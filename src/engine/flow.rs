@@ -98,6 +98,9 @@ pub struct Flow {
     pub first_is_low: bool,
     /// Packets seen from the second endpoint (UDP: a reply makes it established).
     pub replied: bool,
+    /// True when the engine sees only part of the flow (live, or replay as deployed):
+    /// its SYN and the packets conntrack doubted, not its established traffic.
+    pub partial: bool,
 }
 
 /// Whole seconds of a nanosecond timestamp, as flows store them.
@@ -106,7 +109,8 @@ pub fn secs(now_ns: u64) -> u32 {
 }
 
 impl Flow {
-    fn new(now_ns: u64, first_is_low: bool) -> Flow {
+    /// A flow with nothing seen yet, first packet at `now_ns`.
+    pub fn new(now_ns: u64, first_is_low: bool) -> Flow {
         Flow {
             tcp: TcpTracker::default(),
             analysis: StreamAnalysis::new(),
@@ -118,6 +122,7 @@ impl Flow {
             patterns: Patterns::EMPTY,
             first_is_low,
             replied: false,
+            partial: false,
         }
     }
 
@@ -137,6 +142,12 @@ impl IdleTimeouts for Timeouts {
     fn for_flow(&self, key: &FlowKey, flow: &Flow) -> u32 {
         match key.proto {
             crate::wire::proto::TCP => match flow.tcp.state() {
+                // A SYN the engine let through and that was not retried presumably
+                // opened the connection: its later packets are simply not queued.
+                // It lives as long as conntrack's own established entry would.
+                TcpState::None | TcpState::SynSent | TcpState::SynRecv if flow.partial => {
+                    self.established
+                }
                 TcpState::None | TcpState::SynSent | TcpState::SynRecv => self.syn,
                 TcpState::Established => self.established,
                 TcpState::FinWait | TcpState::Closing => self.closing,
@@ -324,6 +335,30 @@ impl FlowTable {
         });
         self.len.fetch_add(1, Ordering::Relaxed);
         Some(f(&mut Shard::slot_mut(chunks, i).flow, Lookup::Created))
+    }
+
+    /// Runs `f` on the flow for `key` if it exists and has not expired; never creates
+    /// one (packets that must not create state, such as INVALID ones, look up only).
+    pub fn with_existing_flow<R>(
+        &self,
+        key: FlowKey,
+        now_ns: u64,
+        f: impl FnOnce(&mut Flow) -> R,
+    ) -> Option<R> {
+        let hash = self.hasher.hash_one(key);
+        let mut guard = self.lock(hash);
+        let Shard { index, chunks, .. } = &mut *guard;
+        let &i = index.find(hash, |&i| Shard::slot(chunks, i).key == key)?;
+        let slot = Shard::slot_mut(chunks, i);
+        if self.timeouts.expired(&key, &slot.flow, secs(now_ns)) {
+            return None;
+        }
+        Some(f(&mut slot.flow))
+    }
+
+    /// Returns true if and only if the table holds as many flows as it may.
+    pub fn is_full(&self) -> bool {
+        self.len() >= self.max
     }
 
     /// Removes flows idle longer than their state's timeout; returns how many.

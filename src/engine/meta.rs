@@ -51,16 +51,13 @@ impl fmt::Display for CtState {
 /// Which conntrack state the engine should assume for a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CtHint {
-    /// Derive the state from the engine's own tracking, as strict conntrack would.
+    /// Derive the state from the engine's own tracking, as strict conntrack would:
+    /// the engine sees the whole flow (replay with `--visibility full`).
     Auto,
-    /// Use this state as given (the live loop passes what the kernel attached).
+    /// Use this state as given: what the kernel attached or the queuing rule wrote
+    /// into the mark (live), or what the rendered ruleset would have queued the
+    /// packet with (replay with `--visibility deployed`).
     Given(CtState),
-    /// The packet was queued by nfqwall's rendered ruleset, but the kernel attached
-    /// no conntrack state (kernels without `CONFIG_NETFILTER_NETLINK_GLUE_CT`): infer
-    /// it from what that ruleset queues. A packet of a `stateless` service is
-    /// UNTRACKED; a TCP SYN without ACK, RST or FIN is NEW; any other TCP segment
-    /// was queued as INVALID; anything else is NEW.
-    Queued,
 }
 
 /// The link-layer framing of the bytes handed to the engine.

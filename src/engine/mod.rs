@@ -19,6 +19,6 @@ pub mod sack_repair;
 pub mod seq;
 pub mod tracker;
 
-pub use decide::{Decision, Engine, Tuple, Verdict};
+pub use decide::{Decision, Disposition, Engine, SackRewrite, Tuple, Verdict};
 pub use meta::{CtHint, CtState, LinkType, PacketMeta};
 pub use reason::Reason;

@@ -17,6 +17,9 @@ pub struct PeerStats {
     pub hostile: u32,
     /// Flows on which a SACK-displacing middlebox was suspected.
     pub sack_displaced: u32,
+    /// Flows on which the middlebox offset was proven exact: the peer is behind a
+    /// sequence-randomizing middlebox, which is evidence for its displaced SACKs.
+    pub offsets_proven: u32,
     /// First time seen, ns.
     pub first_ns: u64,
     /// Last time seen, ns.
@@ -74,6 +77,11 @@ impl PeerTable {
         });
         s.last_ns = now_ns;
         f(&mut s);
+    }
+
+    /// Returns true if and only if a flow of `peer` had its middlebox offset proven.
+    pub fn middlebox_proven(&self, peer: IpAddr) -> bool {
+        self.map.get(&peer).is_some_and(|s| s.offsets_proven > 0)
     }
 
     /// Peers tracked.

@@ -10,177 +10,168 @@ use core::fmt;
 /// How the engine treats a class of packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
-    /// Doubtful but harmless: accepted, logged.
+    /// Doubtful but shown harmless: an INVALID packet of this class may be let past
+    /// the host's INVALID drop (enforce), when the state behind it is trusted.
     Benign,
     /// An attack or a broken stack: dropped in enforce mode.
     Hostile,
     /// Decided by the configured stateless rules.
     Policy,
-    /// Accepted without judgement (load shedding, internal failure): fail open.
+    /// Nothing shows the packet benign: conntrack's verdict stands (the packet goes
+    /// on to the host's rules, which drop an INVALID packet).
+    Unproven,
+    /// Not judged (load shedding, internal failure): left to the host's rules.
     FailOpen,
 }
 
-/// Why a packet was not simply accepted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reason {
+impl Class {
+    /// The lower-case name used in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Benign => "benign",
+            Class::Hostile => "hostile",
+            Class::Policy => "policy",
+            Class::Unproven => "unproven",
+            Class::FailOpen => "fail_open",
+        }
+    }
+}
+
+/// Defines [`Reason`]'s table once: each variant with its stable name and class, in
+/// index order. `NAMES`, `index`, `name` and `class` all come from this one list.
+macro_rules! reasons {
+    ($( $(#[$doc:meta])* $variant:ident $({ $($(#[$fdoc:meta])* $field:ident : $ty:ty),* $(,)? })? $(( $tuple:ty ))? => $name:literal, $class:ident; )*) => {
+        /// Why a packet was not simply passed on.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Reason {
+            $( $(#[$doc])* $variant $({ $($(#[$fdoc])* $field: $ty),* })? $(($tuple))?, )*
+        }
+
+        /// The variants' positions in the table.
+        #[allow(dead_code)]
+        enum ReasonIndex {
+            $( $variant, )*
+        }
+
+        /// Number of distinct reason names (for counter arrays).
+        pub const REASON_KINDS: usize = [$($name),*].len();
+
+        impl Reason {
+            /// Every reason name, indexed by [`Reason::index`].
+            pub const NAMES: [&'static str; REASON_KINDS] = [$($name),*];
+
+            /// A dense index for counters.
+            pub fn index(&self) -> usize {
+                match self {
+                    $( Reason::$variant { .. } => ReasonIndex::$variant as usize, )*
+                }
+            }
+
+            /// How the engine treats this reason (before the parse-error refinement
+            /// in [`Reason::class`]).
+            fn table_class(&self) -> Class {
+                match self {
+                    $( Reason::$variant { .. } => Class::$class, )*
+                }
+            }
+        }
+    };
+}
+
+reasons! {
     /// Not an IP packet (replay only: the kernel queues IP).
-    NotIp,
+    NotIp => "not_ip", Benign;
     /// The link, IP or transport header could not be read.
-    Malformed(ParseError),
+    Malformed(ParseError) => "malformed_packet", Hostile;
     /// The TCP option list is unreadable.
-    MalformedOptions(OptionError),
+    MalformedOptions(OptionError) => "malformed_tcp_options", Hostile;
     /// A TCP flag combination no correct stack sends.
-    ImpossibleFlags(u8),
+    ImpossibleFlags(u8) => "impossible_tcp_flags", Hostile;
     /// An IP fragment after the first: no transport header to judge.
-    Fragment,
+    Fragment => "ip_fragment", Unproven;
     /// A RST whose sequence number is outside the receiver's window.
     RstOutOfWindow {
         /// Distance from the nearest window edge, in bytes.
         distance: u32,
-    },
+    } => "rst_out_of_window", Hostile;
     /// A RST answering a SYN whose ACK does not acknowledge that SYN.
-    RstBadAck,
+    RstBadAck => "rst_bad_ack", Hostile;
     /// A SYN with a new sequence number on an open flow, outside its window.
     SynOutOfWindow {
         /// Distance from the nearest window edge, in bytes.
         distance: u32,
-    },
+    } => "syn_out_of_window", Hostile;
     /// A segment whose data was all acknowledged already.
-    RetransmittedAckedData,
+    RetransmittedAckedData => "retransmitted_acked_data", Benign;
     /// One byte sent into a zero window.
-    ZeroWindowProbe,
+    ZeroWindowProbe => "zero_window_probe", Benign;
     /// A keep-alive: zero or one byte one below the next sequence number.
-    KeepAlive,
+    KeepAlive => "keep_alive", Benign;
     /// Data that ends beyond the receiver's advertised window by less than a window.
     SlightlyBeyondWindow {
         /// Bytes beyond the right edge.
         over: u32,
-    },
+    } => "slightly_beyond_window", Benign;
     /// Data far outside the window the engine has seen.
     SeqFarOutsideWindow {
         /// Distance from the nearest window edge, in bytes.
         distance: u32,
-    },
+    } => "seq_far_outside_window", Benign;
     /// An ACK for data the engine never saw sent.
     AckOfUnseenData {
         /// Bytes acknowledged beyond what was seen.
         over: u32,
-    },
+    } => "ack_of_unseen_data", Benign;
     /// A segment arriving after the flow was closed by FIN or RST.
-    LateAfterClose,
+    LateAfterClose => "late_after_close", Benign;
     /// SACK blocks displaced from the ACK by a constant offset.
     SackDisplaced {
         /// Lowest offset consistent with everything seen on this flow.
         offset_low: u32,
         /// Highest offset consistent with everything seen on this flow.
         offset_high: u32,
-    },
+    } => "sack_displaced", Benign;
     /// A SACK block outside the window that no single offset explains.
-    SackOutsideWindow,
-    /// The flow table is full: the packet was judged without flow state.
-    FlowTableFull,
+    SackOutsideWindow => "sack_outside_window", Unproven;
+    /// The flow table is full: no state for the packet.
+    FlowTableFull => "flow_table_full", Unproven;
     /// A configured rule dropped the packet.
-    RuleDrop,
-    /// A configured rule accepted the packet.
+    RuleDrop => "rule_drop", Policy;
     /// No rule matched and the service's default is drop.
-    ServiceDefaultDrop,
-    /// Conntrack called it INVALID, but it fits the window nfqwall tracked.
-    ConntrackOnlyInvalid,
-    /// Accepted uninspected because nfqwall fell behind (load shedding).
-    Shed,
-    /// Accepted because judging the packet failed internally.
-    InternalError,
+    ServiceDefaultDrop => "service_default_drop", Policy;
+    /// Conntrack called it INVALID, but it fits the window of a flow nfqwall saw whole.
+    ConntrackOnlyInvalid => "conntrack_only_invalid", Benign;
+    /// Not judged: nfqwall fell behind (load shedding).
+    Shed => "shed", FailOpen;
+    /// Not judged: judging the packet failed internally.
+    InternalError => "internal_error", FailOpen;
+    /// An INVALID packet of a flow nfqwall holds no state for.
+    NoState => "no_state", Unproven;
+    /// An INVALID packet of a flow nfqwall knows only in part, with nothing that
+    /// shows it benign.
+    NotProvenBenign => "not_proven_benign", Unproven;
+    /// An INVALID RST with no trusted window to prove it in window.
+    RstNoState => "rst_no_state", Hostile;
+    /// An INVALID SYN with no trusted window to prove it harmless.
+    SynNoState => "syn_no_state", Hostile;
+    /// An ACK that acknowledges nothing the receiver could still expect.
+    AckOutsideWindow {
+        /// Distance below the lowest acceptable acknowledgement, in bytes.
+        distance: u32,
+    } => "ack_outside_window", Benign;
 }
 
-/// Number of distinct reason names (for counter arrays).
-pub const REASON_KINDS: usize = 23;
-
 impl Reason {
-    /// Every reason name, indexed by [`Reason::index`].
-    pub const NAMES: [&'static str; REASON_KINDS] = [
-        "not_ip",
-        "malformed_packet",
-        "malformed_tcp_options",
-        "impossible_tcp_flags",
-        "ip_fragment",
-        "rst_out_of_window",
-        "rst_bad_ack",
-        "syn_out_of_window",
-        "retransmitted_acked_data",
-        "zero_window_probe",
-        "keep_alive",
-        "slightly_beyond_window",
-        "seq_far_outside_window",
-        "ack_of_unseen_data",
-        "late_after_close",
-        "sack_displaced",
-        "sack_outside_window",
-        "flow_table_full",
-        "rule_drop",
-        "service_default_drop",
-        "conntrack_only_invalid",
-        "shed",
-        "internal_error",
-    ];
-
-    /// A dense index for counters.
-    pub fn index(&self) -> usize {
-        match self {
-            Reason::NotIp => 0,
-            Reason::Malformed(_) => 1,
-            Reason::MalformedOptions(_) => 2,
-            Reason::ImpossibleFlags(_) => 3,
-            Reason::Fragment => 4,
-            Reason::RstOutOfWindow { .. } => 5,
-            Reason::RstBadAck => 6,
-            Reason::SynOutOfWindow { .. } => 7,
-            Reason::RetransmittedAckedData => 8,
-            Reason::ZeroWindowProbe => 9,
-            Reason::KeepAlive => 10,
-            Reason::SlightlyBeyondWindow { .. } => 11,
-            Reason::SeqFarOutsideWindow { .. } => 12,
-            Reason::AckOfUnseenData { .. } => 13,
-            Reason::LateAfterClose => 14,
-            Reason::SackDisplaced { .. } => 15,
-            Reason::SackOutsideWindow => 16,
-            Reason::FlowTableFull => 17,
-            Reason::RuleDrop => 18,
-            Reason::ServiceDefaultDrop => 19,
-            Reason::ConntrackOnlyInvalid => 20,
-            Reason::Shed => 21,
-            Reason::InternalError => 22,
-        }
-    }
-
     /// The stable snake_case name.
     pub fn name(&self) -> &'static str {
         Reason::NAMES[self.index()]
     }
 
-    /// How the engine treats this reason.
+    /// How the engine treats this reason. A frame that is not IP is only noted.
     pub fn class(&self) -> Class {
         match self {
-            Reason::Malformed(ParseError::NotIp(_)) | Reason::NotIp => Class::Benign,
-            Reason::Malformed(_)
-            | Reason::MalformedOptions(_)
-            | Reason::ImpossibleFlags(_)
-            | Reason::RstOutOfWindow { .. }
-            | Reason::RstBadAck
-            | Reason::SynOutOfWindow { .. } => Class::Hostile,
-            Reason::Fragment
-            | Reason::RetransmittedAckedData
-            | Reason::ZeroWindowProbe
-            | Reason::KeepAlive
-            | Reason::SlightlyBeyondWindow { .. }
-            | Reason::SeqFarOutsideWindow { .. }
-            | Reason::AckOfUnseenData { .. }
-            | Reason::LateAfterClose
-            | Reason::SackDisplaced { .. }
-            | Reason::SackOutsideWindow
-            | Reason::FlowTableFull
-            | Reason::ConntrackOnlyInvalid => Class::Benign,
-            Reason::RuleDrop | Reason::ServiceDefaultDrop => Class::Policy,
-            Reason::Shed | Reason::InternalError => Class::FailOpen,
+            Reason::Malformed(ParseError::NotIp(_)) => Class::Benign,
+            r => r.table_class(),
         }
     }
 
@@ -251,12 +242,20 @@ impl fmt::Display for Reason {
                 }
             }
             Reason::SackOutsideWindow => f.write_str("SACK block outside the window with no consistent offset (broken SACK generation)"),
-            Reason::FlowTableFull => f.write_str("flow table full (judged without flow state; raise engine.max_flows)"),
+            Reason::FlowTableFull => f.write_str("flow table full: no state for this flow, conntrack's verdict stands (raise engine.max_flows)"),
             Reason::RuleDrop => f.write_str("dropped by a configured rule (policy)"),
             Reason::ServiceDefaultDrop => f.write_str("no rule matched and the service default is drop (policy)"),
-            Reason::ConntrackOnlyInvalid => f.write_str("conntrack marked it INVALID but it fits the window nfqwall tracked (conntrack's stricter window or state checks)"),
-            Reason::Shed => f.write_str("accepted uninspected (nfqwall fell behind: load shedding)"),
-            Reason::InternalError => f.write_str("accepted uninspected (internal error while judging; fail open)"),
+            Reason::ConntrackOnlyInvalid => f.write_str("conntrack marked it INVALID but it fits the window of a flow nfqwall saw whole (conntrack's stricter window or state checks)"),
+            Reason::Shed => f.write_str("not judged (nfqwall fell behind: load shedding); left to the host's rules"),
+            Reason::InternalError => f.write_str("not judged (internal error while judging); left to the host's rules"),
+            Reason::NoState => f.write_str("no state for this flow: conntrack's verdict stands"),
+            Reason::NotProvenBenign => f.write_str("nfqwall sees only part of this flow and nothing shows this packet benign: conntrack's verdict stands"),
+            Reason::RstNoState => f.write_str("RST that conntrack calls INVALID, with no trusted window to prove it in window (blind or forged reset)"),
+            Reason::SynNoState => f.write_str("SYN that conntrack calls INVALID, with no trusted window to prove it harmless (blind SYN injection)"),
+            Reason::AckOutsideWindow { distance } => write!(
+                f,
+                "ACK is {distance} bytes below anything the receiver could still expect (stale, corrupted or forged ACK)"
+            ),
         }
     }
 }

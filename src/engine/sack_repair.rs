@@ -410,7 +410,20 @@ pub fn rewrite_sack_blocks(packet: &mut [u8], offset: u32) -> usize {
     let Some(sack_at) = find_sack_option(&packet[opts.clone()]).map(|o| o + opts.start) else {
         return 0;
     };
+    rewrite_located(packet, tcp_at, sack_at, offset)
+}
+
+/// [`rewrite_sack_blocks`] for a packet whose TCP header and SACK option were already
+/// located (at `tcp_at` and `sack_at`, by the engine's one parse). Returns 0 and
+/// leaves the packet alone if the positions do not hold a SACK option.
+pub fn rewrite_located(packet: &mut [u8], tcp_at: usize, sack_at: usize, offset: u32) -> usize {
+    if packet.len() < tcp_at + 20 || packet.len() < sack_at + 2 || packet[sack_at] != 5 {
+        return 0;
+    }
     let len = usize::from(packet[sack_at + 1]);
+    if sack_at + len > packet.len() {
+        return 0;
+    }
     let mut checksum = u16::from_be_bytes([packet[tcp_at + 16], packet[tcp_at + 17]]);
     let mut n = 0;
     let mut at = sack_at + 2;
@@ -451,7 +464,7 @@ fn tcp_header_at(packet: &[u8]) -> Option<(usize, usize)> {
 }
 
 /// Position of a well-formed SACK option within the option bytes.
-fn find_sack_option(opts: &[u8]) -> Option<usize> {
+pub fn find_sack_option(opts: &[u8]) -> Option<usize> {
     let mut at = 0;
     while at < opts.len() {
         match opts[at] {

@@ -225,6 +225,43 @@ impl TcpTracker {
         self.sack_offset.hits = self.sack_offset.hits.max(1);
     }
 
+    /// Returns true if and only if endpoint `s` opened with a SYN whose initial
+    /// sequence number is `isn` (a retransmitted SYN, not a new connection).
+    pub fn syn_repeats(&self, s: usize, isn: SeqNumber) -> bool {
+        let e = &self.ends[s & 1];
+        e.has(seen::SYN) && e.isn == isn
+    }
+
+    /// Judges a segment nfqwall cannot trust (conntrack called it INVALID) without
+    /// learning from it: the judgement runs on a copy, returned for the caller to
+    /// adopt only if the segment is let through on evidence. When nothing has been
+    /// seen from the receiver (live, the server's segments are not queued), the copy
+    /// takes the receiver's edges from this segment's ACK first, so that the SACK
+    /// blocks can be compared with the ACK that carries them.
+    pub fn judge_untrusted(&self, seg: &Segment<'_>) -> (Verdict, TcpTracker) {
+        let mut trial = *self;
+        let s = seg.from & 1;
+        let r = s ^ 1;
+        if seg.flags & (ACK | SYN | RST) == ACK && !trial.ends[r].has(seen::ANY) {
+            let window = u32::from(seg.window) << trial.ends[s].scale.min(14);
+            let rcv = &mut trial.ends[r];
+            rcv.seen |= seen::ANY | seen::SCALE_KNOWN;
+            rcv.scale = 14;
+            rcv.end = seg.ack;
+            rcv.maxend = seg.ack + window;
+            rcv.maxwin = 1;
+        }
+        let v = trial.on_segment(seg);
+        (v, trial)
+    }
+
+    /// Takes the SACK displacement evidence of `trial` (a copy made by
+    /// [`TcpTracker::judge_untrusted`]) and nothing else: what untrusted segments
+    /// show about a middlebox accumulates, their edges do not.
+    pub fn adopt_sack_evidence(&mut self, trial: &TcpTracker) {
+        self.sack_offset = trial.sack_offset;
+    }
+
     /// Returns true if and only if a segment from `from` was the flow's first and the
     /// tracker has not seen the other side yet.
     pub fn is_one_sided(&self) -> bool {
@@ -273,7 +310,10 @@ impl TcpTracker {
         if matches!(verdict.reason, Some(r) if r.class() == crate::engine::reason::Class::Hostile) {
             return verdict;
         }
-        let far = matches!(verdict.reason, Some(Reason::SeqFarOutsideWindow { .. }));
+        let far = matches!(
+            verdict.reason,
+            Some(Reason::SeqFarOutsideWindow { .. } | Reason::AckOutsideWindow { .. })
+        );
         if !far {
             self.learn(seg, s, r);
         }
@@ -523,11 +563,12 @@ impl TcpTracker {
                 let over = seg.ack.distance_from(rcv.end);
                 return Verdict::because(Reason::AckOfUnseenData { over });
             }
-            // IV: ACK under the lower bound: an old ACK, harmless and not worth a name
-            // of its own; the retransmission patterns describe it.
+            // IV: ACK far under the lower bound: nothing the receiver could still
+            // expect (a merely old ACK is harmless and the retransmission patterns
+            // describe it).
             if seg.ack < rcv.end - MAX_ACK_LAG.max(rcv.maxwin) && seg.ack.diff(rcv.end) < -(1 << 30)
             {
-                return Verdict::because(Reason::SeqFarOutsideWindow {
+                return Verdict::because(Reason::AckOutsideWindow {
                     distance: rcv.end.distance_from(seg.ack),
                 });
             }

@@ -2,7 +2,6 @@
 
 use super::PacketEvent;
 use crate::engine::policy::Policy;
-use crate::engine::reason::Class;
 use serde_json::{json, Map, Value};
 
 /// Formats ns since the epoch as RFC 3339 UTC with microseconds:
@@ -36,16 +35,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// The name of a reason's class.
-pub fn class_name(c: Class) -> &'static str {
-    match c {
-        Class::Benign => "benign",
-        Class::Hostile => "hostile",
-        Class::Policy => "policy",
-        Class::FailOpen => "fail_open",
-    }
-}
-
 /// The name of an IP protocol number.
 pub fn proto_name(p: u8) -> Value {
     match p {
@@ -67,12 +56,14 @@ pub fn packet_json(ev: &PacketEvent, policy: &Policy, iface: Option<&str>) -> Va
     m.insert("queue".into(), ev.queue.into());
     m.insert("verdict".into(), ev.verdict.name().into());
     m.insert("would_drop".into(), d.would_drop.into());
+    m.insert("would_accept".into(), d.would_accept.into());
+    m.insert("disposition".into(), d.disposition.name().into());
     m.insert("mode".into(), d.mode.name().into());
     match d.reason {
         Some(r) => {
             m.insert("reason".into(), r.name().into());
             m.insert("detail".into(), r.to_string().into());
-            m.insert("class".into(), class_name(r.class()).into());
+            m.insert("class".into(), r.class().name().into());
         }
         None => {
             m.insert("reason".into(), Value::Null);

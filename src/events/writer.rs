@@ -257,7 +257,13 @@ mod tests {
             "/tests/fixtures/pcaps/chrissanders__tcp_retransmissions.pcap"
         );
         let file = std::fs::File::open(pcap).unwrap();
-        crate::replay::replay(&engine, file, CtHint::Auto, |_| {}).unwrap();
+        crate::replay::replay(
+            &engine,
+            file,
+            crate::replay::Visibility::Full(CtHint::Auto),
+            |_| {},
+        )
+        .unwrap();
         assert!(!engine.peers().is_empty(), "fixture shows retransmissions");
 
         let buf = Shared::default();

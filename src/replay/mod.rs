@@ -16,6 +16,32 @@ use std::io::Read;
 /// Capture-time interval between flow-table sweeps.
 const EXPIRE_EVERY_NS: u64 = 1_000_000_000;
 
+/// Which packets of a capture the engine is shown.
+#[derive(Clone, Copy)]
+pub enum Visibility<'a> {
+    /// Every frame, with this conntrack hint (`Auto`: the engine derives the state
+    /// from the whole flow, as a strict conntrack would). The default, for analysis.
+    Full(CtHint),
+    /// Only what the rendered ruleset of the engine's config would queue, with the
+    /// state it would be queued with: what the live daemon really sees. `model`, an
+    /// engine of its own, watches every frame as strict conntrack would and says
+    /// which state each packet has (NEW, ESTABLISHED, INVALID).
+    Deployed {
+        /// The conntrack model: sees every frame, derives each one's state.
+        model: &'a Engine,
+    },
+}
+
+impl Visibility<'_> {
+    /// `full` or `deployed`, as the per-packet output names it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Visibility::Full(_) => "full",
+            Visibility::Deployed { .. } => "deployed",
+        }
+    }
+}
+
 /// One frame's outcome, as the per-packet output prints it.
 #[derive(Clone, Copy, Debug)]
 pub struct FrameOutcome {
@@ -25,6 +51,8 @@ pub struct FrameOutcome {
     pub ts_ns: u64,
     /// The engine's decision.
     pub decision: Decision,
+    /// `full` or `deployed`.
+    pub visibility: &'static str,
 }
 
 /// A flow where SACK blocks were displaced by a constant offset.
@@ -95,17 +123,25 @@ pub struct ReplaySummary {
     pub troubled_flows: Vec<FlowTrouble>,
     /// The error that ended the capture early (a truncated last record), if any.
     pub truncated: Option<String>,
+    /// `full` or `deployed`.
+    pub visibility: &'static str,
+    /// With `deployed`: frames the rendered ruleset would not have queued (not shown
+    /// to the engine, not counted in `frames`).
+    pub not_queued: u64,
 }
 
-/// Replays a capture through `engine`, calling `each` for every frame.
+/// Replays a capture through `engine`, calling `each` for every frame it is shown.
 pub fn replay<R: Read>(
     engine: &Engine,
     input: R,
-    ct: CtHint,
+    visibility: Visibility<'_>,
     mut each: impl FnMut(&FrameOutcome),
 ) -> Result<ReplaySummary, CaptureError> {
     let mut reader = CaptureReader::new(input)?;
-    let mut summary = ReplaySummary::default();
+    let mut summary = ReplaySummary {
+        visibility: visibility.name(),
+        ..ReplaySummary::default()
+    };
     let mut middleboxes: HashMap<FlowKey, MiddleboxSuspect> = HashMap::new();
     let mut flows_seen: HashMap<FlowKey, FlowTrouble> = HashMap::new();
     let mut next_expire = 0u64;
@@ -120,8 +156,27 @@ pub fn replay<R: Read>(
         };
         if frame.ts_ns >= next_expire {
             engine.expire(frame.ts_ns);
+            if let Visibility::Deployed { model } = visibility {
+                model.expire(frame.ts_ns);
+            }
             next_expire = frame.ts_ns.saturating_add(EXPIRE_EVERY_NS);
         }
+        let ct = match (visibility, frame.link) {
+            (Visibility::Full(ct), _) => ct,
+            (Visibility::Deployed { model }, Ok(link)) => {
+                match queued_state(engine, model, link, frame.ts_ns, frame.wire_len, frame.data) {
+                    Some(state) => CtHint::Given(state),
+                    None => {
+                        summary.not_queued += 1;
+                        continue;
+                    }
+                }
+            }
+            (Visibility::Deployed { .. }, Err(_)) => {
+                summary.not_queued += 1;
+                continue;
+            }
+        };
         let decision = match frame.link {
             Ok(link) => {
                 let meta = PacketMeta {
@@ -213,6 +268,7 @@ pub fn replay<R: Read>(
             frame: frame.number,
             ts_ns: frame.ts_ns,
             decision,
+            visibility: visibility.name(),
         });
     }
     summary.flows = flows_seen.len() as u64;
@@ -223,4 +279,71 @@ pub fn replay<R: Read>(
     summary.middleboxes = middleboxes.into_values().collect();
     summary.middleboxes.sort_by_key(|m| m.first_frame);
     Ok(summary)
+}
+
+/// The conntrack state with which the rendered ruleset of `engine`'s config would
+/// queue this frame to the daemon, or `None` if it would not queue it.
+///
+/// The model sees every frame and derives its state as strict conntrack would (a
+/// packet its liberal tracker doubts is INVALID). The ruleset queues only packets *to*
+/// a service (the host's INPUT): for TCP the flow's initiator sends them; for other
+/// protocols, without a handshake, the packet to the lower port. A stateless service's
+/// packets are UNTRACKED. A `sack_repair` service also gets its SACK-bearing segments
+/// whatever their state.
+fn queued_state(
+    engine: &Engine,
+    model: &Engine,
+    link: crate::engine::LinkType,
+    ts_ns: u64,
+    wire_len: u32,
+    data: &[u8],
+) -> Option<crate::engine::CtState> {
+    use crate::engine::CtState;
+    use crate::wire::{self, Transport};
+    let meta = PacketMeta {
+        link,
+        ct: CtHint::Auto,
+        in_iface: None,
+        out_iface: None,
+        mark: 0,
+        wire_len,
+    };
+    let m = model.decide(ts_ns, &meta, data);
+    let t = m.tuple?;
+    let pkt = wire::parse(
+        link,
+        data,
+        if wire_len == 0 {
+            data.len() as u32
+        } else {
+            wire_len
+        },
+    )
+    .ok()?;
+    let (dport, has_sack) = match pkt.transport {
+        Transport::Tcp(ref seg) => (
+            Some(seg.dport),
+            seg.options
+                .as_ref()
+                .is_ok_and(|o| !o.sack.as_slice().is_empty()),
+        ),
+        Transport::Udp { dport, .. } => (Some(dport), false),
+        _ => (None, false),
+    };
+    let inbound = match (t.proto, m.peer) {
+        (crate::wire::proto::TCP, Some(initiator)) => initiator == t.src,
+        _ => t.dport <= t.sport,
+    };
+    if !inbound {
+        return None;
+    }
+    let policy = engine.policy();
+    let service = policy.find_service(t.proto, t.dst, dport)?;
+    let state = if service.stateless() {
+        CtState::Untracked
+    } else {
+        m.ct_state
+    };
+    (service.queue_states().contains(&state) || (service.sack_repair() && has_sack))
+        .then_some(state)
 }

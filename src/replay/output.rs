@@ -13,7 +13,9 @@ use std::io::{self, Write};
 /// Appends one per-packet JSON line (with its newline) to `out`.
 ///
 /// Fields: `frame`, `ts`, `src`, `dst`, `sport`, `dport`, `proto`, `verdict`,
-/// `reason`, `analysis` (the contract), then `would_drop`, `mode`, `ct_state`,
+/// `reason`, `analysis` (the contract), then `would_drop`, `would_accept`,
+/// `disposition` (`drop`, `accept`: let past the host's INVALID drop, `pass`: left to
+/// the host's rules), `visibility` (`full` or `deployed`), `mode`, `ct_state`,
 /// `service`, `rule`, `detail` and, for SACK displacement, `offset`.
 pub fn packet_json(out: &mut String, o: &FrameOutcome, policy: &Policy) {
     let d = &o.decision;
@@ -61,8 +63,11 @@ pub fn packet_json(out: &mut String, o: &FrameOutcome, policy: &Policy) {
     }
     let _ = write!(
         out,
-        "],\"would_drop\":{},\"mode\":\"{}\",\"ct_state\":\"{}\"",
+        "],\"would_drop\":{},\"would_accept\":{},\"disposition\":\"{}\",\"visibility\":\"{}\",\"mode\":\"{}\",\"ct_state\":\"{}\"",
         d.would_drop,
+        d.would_accept,
+        d.disposition.name(),
+        o.visibility,
         d.mode.name(),
         d.ct_state.name()
     );
@@ -142,7 +147,15 @@ const TOP_PEERS: usize = 10;
 
 /// Writes the human summary of a replay.
 pub fn write_summary(w: &mut dyn Write, s: &ReplaySummary, engine: &Engine) -> io::Result<()> {
-    writeln!(w, "frames:    {}", s.frames)?;
+    if s.visibility == "deployed" {
+        writeln!(
+            w,
+            "frames:    {} queued as deployed ({} not queued by the rendered ruleset)",
+            s.frames, s.not_queued
+        )?;
+    } else {
+        writeln!(w, "frames:    {}", s.frames)?;
+    }
     writeln!(w, "flows:     {}", s.flows)?;
     writeln!(
         w,

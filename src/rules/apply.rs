@@ -160,6 +160,34 @@ impl Backend {
     }
 }
 
+/// Reads the counter of nfqwall's "queued, not judged" rule in `filter`, summed over
+/// both families (`None` if neither could be read).
+pub fn read_unjudged(backend: Backend) -> Option<u64> {
+    let mut total = None;
+    for family in super::Family::ALL {
+        let mut cmd = Command::new(backend.command(family, "save"));
+        cmd.args(["-c", "-t", "filter"]);
+        let Ok(out) = run(&mut cmd, None) else {
+            continue;
+        };
+        let n = unjudged_in_save(&out);
+        total = Some(total.unwrap_or(0) + n);
+    }
+    total
+}
+
+/// The packet count of the "queued, not judged" rule in `iptables-save -c` output.
+pub fn unjudged_in_save(text: &str) -> u64 {
+    let needle = format!("--comment \"{}\"", super::UNJUDGED_COMMENT);
+    text.lines()
+        .filter(|l| l.contains(&needle))
+        .filter_map(|l| {
+            let counts = l.strip_prefix('[')?.split(']').next()?;
+            counts.split(':').next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
 /// The script line an iptables-restore error names ("line 5 failed", "Error occurred
 /// at line: 3", "line 5: CHAIN_DEL failed"), as written.
 pub fn failing_line(stderr: &str, script: &str) -> Option<String> {

@@ -9,37 +9,37 @@
 //!
 //! # What is rendered
 //!
-//! nfqwall owns three chains and adds exactly one jump to each, at the top of its
-//! built-in chain:
+//! nfqwall owns these chains and adds exactly one jump to each hooked one, at the top
+//! of its built-in chain:
 //!
-//! | table    | own chain          | jumped to from | what it does                          |
-//! |----------|--------------------|----------------|---------------------------------------|
-//! | `raw`    | `NFQWALL-RAW-PRE`  | `PREROUTING`   | `CT --notrack` the queries of stateless services (destination port) |
-//! | `raw`    | `NFQWALL-RAW-OUT`  | `OUTPUT`       | `CT --notrack` their answers (source port) |
-//! | `filter` | `NFQWALL-IN`       | `INPUT`        | `NFQUEUE` the configured conntrack states of each service |
+//! | table    | own chain            | jumped to from    | what it does                          |
+//! |----------|----------------------|-------------------|---------------------------------------|
+//! | `raw`    | `NFQWALL-RAW-PRE`    | `PREROUTING`      | `CT --notrack` the queries of stateless services (destination port) |
+//! | `raw`    | `NFQWALL-RAW-OUT`    | `OUTPUT`          | `CT --notrack` their answers (source port) |
+//! | `mangle` | `NFQWALL-MANGLE-IN`  | `INPUT`           | clear nfqwall's mark bits; kernel drop rules; send each service's queued states to `NFQWALL-QUEUE` |
+//! | `mangle` | `NFQWALL-QUEUE`      | `NFQWALL-MANGLE-IN` | write the conntrack state into the state bits ([`marks`]), then `NFQUEUE --queue-bypass` |
+//! | `filter` | `NFQWALL-IN`         | `INPUT`           | count queued packets nobody judged; accept the INVALID packets nfqwall vouched for |
 //!
-//! A chain with no rules for a family is not rendered at all (the default config has
-//! no stateless service, so no `raw` chains and no per-packet jump in `raw`).
+//! A chain with no rules for a family is not rendered at all.
 //!
-//! Why `raw` then `filter`: netfilter runs the `raw` table (priority -300) before
-//! conntrack (-200) and conntrack before `filter` (0). A packet marked NOTRACK in raw
-//! therefore reaches `filter` with ctstate UNTRACKED, so the NFQUEUE rule that matches
-//! `--ctstate UNTRACKED` sees it. Both directions are untracked: if only the queries
-//! were, the answers would create the conntrack entries the service is trying to avoid.
+//! Why `raw`, then `mangle`, then `filter`: netfilter runs `raw` (priority -300)
+//! before conntrack (-200), `mangle` (-150) and `filter` (0). A packet marked
+//! NOTRACK in `raw` reaches the later tables as UNTRACKED.
 //!
-//! Why `filter` and not `mangle` for the NFQUEUE rules: an accept verdict from
-//! userspace resumes the packet at the *next hook* (the next table), not at the next
-//! rule. Queued from `filter INPUT`, an accepted packet therefore skips the rest of
-//! `filter INPUT`, including a hardened ruleset's `--ctstate INVALID -j DROP`: nfqwall's
-//! verdict is final for the packets it judges, which is the point (field problem 2).
-//! Queued from `mangle`, the accepted benign INVALID packet would still meet that DROP
-//! in `filter` afterwards. Packets nfqwall's chain does not queue return to `INPUT` and
-//! meet the operator's rules as before.
+//! Why queue from `mangle`: a verdict from userspace, `--queue-bypass` with nobody
+//! listening, and the kernel's fail-open all end the *chain* the packet was queued
+//! from and resume it at the next table. From `mangle INPUT` that next table is
+//! `filter INPUT`, where the host's own rules then judge the packet exactly as if
+//! nfqwall were absent (queued from `filter`, they would have skipped the host's
+//! rules). The only packet that skips a host rule is one nfqwall vouched for: an
+//! INVALID packet it showed benign in enforce mode, which carries the vouch bit and
+//! meets the accept at the top of `filter INPUT`, skipping the host's INVALID drop.
 //!
 //! Only `INPUT` is covered: a host firewall protects local services. Forwarded traffic
 //! is out of scope for now.
 
 pub mod apply;
+pub mod marks;
 pub mod nft;
 pub mod save;
 
@@ -47,8 +47,9 @@ use std::fmt::Write as _;
 
 use ipnet::IpNet;
 
-use crate::config::{Config, PortRange, Protocol, QueueRange, Service};
+use crate::config::{Config, FailOpenInvalid, PortRange, Protocol, QueueRange, Service};
 use crate::engine::meta::CtState;
+pub use marks::Marks;
 
 /// An IP address family; iptables and ip6tables are separate rulesets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -87,19 +88,33 @@ pub enum OwnChain {
     RawPre,
     /// `raw` table, jumped to from `OUTPUT`: NOTRACK for outgoing answers.
     RawOut,
-    /// `filter` table, jumped to from `INPUT`: NFQUEUE.
+    /// `mangle` table, jumped to from `INPUT`: what to queue (and kernel drops).
+    MangleIn,
+    /// `mangle` table, jumped to from `NFQWALL-MANGLE-IN`: state bits, then NFQUEUE.
+    Queue,
+    /// `filter` table, jumped to from `INPUT`: the vouch accept and the counter of
+    /// packets queued and not judged.
     In,
 }
 
 impl OwnChain {
-    /// Every own chain, in rendering order (raw before filter).
-    pub const ALL: [OwnChain; 3] = [OwnChain::RawPre, OwnChain::RawOut, OwnChain::In];
+    /// Every own chain, in rendering order (raw, mangle, filter; a chain before the
+    /// chain it jumps to, so a removal unhooks before it deletes).
+    pub const ALL: [OwnChain; 5] = [
+        OwnChain::RawPre,
+        OwnChain::RawOut,
+        OwnChain::MangleIn,
+        OwnChain::Queue,
+        OwnChain::In,
+    ];
 
     /// The chain's name.
     pub fn name(self) -> &'static str {
         match self {
             OwnChain::RawPre => "NFQWALL-RAW-PRE",
             OwnChain::RawOut => "NFQWALL-RAW-OUT",
+            OwnChain::MangleIn => "NFQWALL-MANGLE-IN",
+            OwnChain::Queue => "NFQWALL-QUEUE",
             OwnChain::In => "NFQWALL-IN",
         }
     }
@@ -108,27 +123,31 @@ impl OwnChain {
     pub fn table(self) -> &'static str {
         match self {
             OwnChain::RawPre | OwnChain::RawOut => "raw",
+            OwnChain::MangleIn | OwnChain::Queue => "mangle",
             OwnChain::In => "filter",
         }
     }
 
-    /// The built-in chain that holds the one jump to it.
-    pub fn hook(self) -> &'static str {
+    /// The built-in chain that holds the one jump to it; `None` for a chain only
+    /// nfqwall's own chains jump to.
+    pub fn hook(self) -> Option<&'static str> {
         match self {
-            OwnChain::RawPre => "PREROUTING",
-            OwnChain::RawOut => "OUTPUT",
-            OwnChain::In => "INPUT",
+            OwnChain::RawPre => Some("PREROUTING"),
+            OwnChain::RawOut => Some("OUTPUT"),
+            OwnChain::MangleIn | OwnChain::In => Some("INPUT"),
+            OwnChain::Queue => None,
         }
     }
 
-    /// The jump rule as `iptables-save` prints it (`-A INPUT -j NFQWALL-IN`).
-    pub fn jump_rule(self) -> String {
-        format!("-A {} -j {}", self.hook(), self.name())
+    /// The jump rule as `iptables-save` prints it (`-A INPUT -j NFQWALL-IN`), for a
+    /// hooked chain.
+    pub fn jump_rule(self) -> Option<String> {
+        self.hook().map(|h| format!("-A {h} -j {}", self.name()))
     }
 }
 
 /// The tables nfqwall touches, in the order they are written.
-pub const TABLES: [&str; 2] = ["raw", "filter"];
+pub const TABLES: [&str; 3] = ["raw", "mangle", "filter"];
 
 /// The rendered ruleset of one family: the rules of each own chain that has any.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,14 +175,22 @@ pub const BUILTIN_ORIGIN: &str = "the built-in default config (rules/default.tom
 /// One rule per service x address x port range; addresses of the other family are
 /// skipped, and a service whose addresses are all of the other family renders nothing.
 pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
+    let marks = Marks::of(&config.daemon);
     let mut pre = Vec::new();
     let mut out = Vec::new();
-    let mut input = Vec::new();
+    let mut mangle = Vec::new();
+    let mut fail_open_accepts = Vec::new();
+    let mut queues_anything = false;
+    let mut vouches = false;
     for service in &config.services {
         let Some(addresses) = addresses_in(service, family) else {
             continue;
         };
         let proto = proto_arg(service.protocol, family);
+        let enforce = kernel_rules_apply(config, service);
+        let queues_invalid = service.queue.contains(&CtState::Invalid);
+        let repairs = service.sack_repair && service.protocol == Protocol::Tcp;
+        vouches |= enforce && (queues_invalid || repairs);
         for addr in &addresses {
             for ports in port_ranges(service) {
                 let m = Match {
@@ -176,46 +203,94 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
                     pre.push(m.rule(OwnChain::RawPre, Dir::Destination, "-j CT --notrack"));
                     out.push(m.rule(OwnChain::RawOut, Dir::Source, "-j CT --notrack"));
                 }
-                if kernel_rules_apply(config, service) {
-                    input.extend(kernel_drop_rules(&m, service, family));
+                if enforce {
+                    mangle.extend(kernel_drop_rules(&m, service, family));
                 }
                 if !service.queue.is_empty() {
                     let target = format!(
-                        "-m conntrack --ctstate {} -j NFQUEUE {}",
+                        "-m conntrack --ctstate {} -j {}",
                         ctstates(&service.queue),
-                        queue_target(config.daemon.queues)
+                        OwnChain::Queue.name()
                     );
-                    input.push(m.rule(OwnChain::In, Dir::Destination, &target));
+                    mangle.push(m.rule(OwnChain::MangleIn, Dir::Destination, &target));
+                    queues_anything = true;
                 }
-                if service.sack_repair && service.protocol == Protocol::Tcp {
+                if repairs {
                     // SACK repair needs the client's SACK-bearing segments, including
                     // those conntrack finds valid (a displaced edge below the highest
                     // sequence sent is not INVALID, and still useless to the server).
                     // Only segments carrying the SACK option (kind 5) are queued.
+                    let target = format!("-m tcp --tcp-option 5 -j {}", OwnChain::Queue.name());
+                    mangle.push(m.rule(OwnChain::MangleIn, Dir::Destination, &target));
+                    queues_anything = true;
+                }
+                if enforce
+                    && queues_invalid
+                    && config.daemon.fail_open_invalid == FailOpenInvalid::Accept
+                {
+                    // INVALID packets queued and never judged still carry their state
+                    // bits: the operator chose to accept them rather than stall.
                     let target = format!(
-                        "-m tcp --tcp-option 5 -j NFQUEUE {}",
-                        queue_target(config.daemon.queues)
+                        "-m mark --mark {:#x}/{:#x} -j ACCEPT",
+                        marks.state_value(CtState::Invalid),
+                        marks.state_mask
                     );
-                    input.push(m.rule(OwnChain::In, Dir::Destination, &target));
+                    fail_open_accepts.push(m.rule(OwnChain::In, Dir::Destination, &target));
                 }
             }
         }
     }
-    if !input.is_empty() {
-        // A packet nfqwall passed comes back through INPUT with the pass mark: it
-        // leaves nfqwall's chain at once and meets the operator's rules.
-        input.insert(
+    let mut queue = Vec::new();
+    let mut filter = Vec::new();
+    if !mangle.is_empty() {
+        // Nothing upstream can hand a packet in pre-vouched or with a state of its own.
+        mangle.insert(
             0,
             format!(
-                "-A {} -m mark --mark {PASS_MARK:#x}/{PASS_MARK:#x} -j RETURN",
-                OwnChain::In.name()
+                "-A {} -j MARK --set-xmark 0x0/{:#x}",
+                OwnChain::MangleIn.name(),
+                marks.owned()
             ),
         );
+    }
+    if queues_anything {
+        for &state in Marks::states() {
+            queue.push(format!(
+                "-A {} -m conntrack --ctstate {} -j MARK --set-xmark {:#x}/{:#x}",
+                OwnChain::Queue.name(),
+                ctstates(&[state]),
+                marks.state_value(state),
+                marks.state_mask
+            ));
+        }
+        queue.push(format!(
+            "-A {} -j NFQUEUE {}",
+            OwnChain::Queue.name(),
+            queue_target(config.daemon.queues)
+        ));
+        filter.push(format!(
+            "-A {} -m mark ! --mark 0x0/{:#x} -m comment --comment {}",
+            OwnChain::In.name(),
+            marks.state_mask,
+            save_string(UNJUDGED_COMMENT)
+        ));
+        if vouches {
+            filter.push(format!(
+                "-A {} -m mark --mark {:#x}/{:#x} -m conntrack --ctstate INVALID -m comment --comment {} -j ACCEPT",
+                OwnChain::In.name(),
+                marks.vouch,
+                marks.vouch,
+                save_string(VOUCH_COMMENT)
+            ));
+        }
+        filter.extend(fail_open_accepts);
     }
     let chains = [
         (OwnChain::RawPre, pre),
         (OwnChain::RawOut, out),
-        (OwnChain::In, input),
+        (OwnChain::MangleIn, mangle),
+        (OwnChain::Queue, queue),
+        (OwnChain::In, filter),
     ]
     .into_iter()
     .filter(|(_, rules)| !rules.is_empty())
@@ -229,6 +304,12 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
         chains,
     }
 }
+
+/// The comment of the counter rule in `filter` that counts packets queued and never
+/// judged; `nfqwall run` reads its counter.
+pub const UNJUDGED_COMMENT: &str = "queued, not judged";
+/// The comment of the one rule that lets a packet skip a host rule.
+pub const VOUCH_COMMENT: &str = "vouched by nfqwall";
 
 /// Returns true if and only if the service's leading simple drop rules may be
 /// rendered as kernel rules: in enforce mode only (log-only must never drop, and
@@ -326,7 +407,7 @@ fn kernel_drop(
     for src in sources {
         // The order iptables-save prints: addresses, interface, protocol and its
         // match, then the other matches in the order given, the comment, the target.
-        let mut r = format!("-A {}", OwnChain::In.name());
+        let mut r = format!("-A {}", OwnChain::MangleIn.name());
         if let Some(s) = src {
             let _ = write!(r, " -s {s}");
         }
@@ -599,10 +680,14 @@ impl Ruleset {
                      # destination) nor for the answers (OUTPUT, by source). raw runs before\n\
                      # conntrack, so their packets reach filter as UNTRACKED.\n"
                 }
+                "mangle" => {
+                    "# What each service sends to nfqwall, with its conntrack state written into\n\
+                     # the mark. Queued from mangle: nfqwall's verdicts, --queue-bypass and the\n\
+                     # kernel's fail-open all go on to filter, where the host's rules decide.\n"
+                }
                 _ => {
-                    "# The conntrack states each service sends to nfqwall; --queue-bypass accepts\n\
-                     # when nfqwall is not listening. Queued from filter: an accept verdict skips\n\
-                     # the rest of filter INPUT (the verdict is final); mangle would not.\n"
+                    "# The one rule that lets a packet skip a host rule: an INVALID packet nfqwall\n\
+                     # vouched for (enforce). Queued packets nobody judged are counted here.\n"
                 }
             });
             for (c, _) in &chains {
@@ -615,7 +700,9 @@ impl Ruleset {
                 }
             }
             for (c, _) in &chains {
-                let _ = writeln!(t, "-I {} -j {}", c.hook(), c.name());
+                if let Some(hook) = c.hook() {
+                    let _ = writeln!(t, "-I {hook} -j {}", c.name());
+                }
             }
             t.push_str("COMMIT\n");
         }
@@ -656,14 +743,16 @@ impl KernelRuleset {
     }
 }
 
-/// The packet mark bit (bit 20) with which `nfqwall run` hands a packet it passed back
-/// to the kernel (`NF_REPEAT`): nfqwall's chain returns marked packets at once, so the
-/// packet goes on through the operator's own INPUT rules instead of skipping them.
-/// Accepted INVALID packets are not marked: their accept is final, so the operator's
-/// `--ctstate INVALID -j DROP` does not undo nfqwall's judgement.
-pub const PASS_MARK: u32 = 0x0010_0000;
-
 impl crate::daemon::Ruleset for KernelRuleset {
+    fn writes_state(&self) -> bool {
+        true
+    }
+
+    fn unjudged_reader(&self) -> Option<crate::daemon::UnjudgedReader> {
+        let backend = self.backend;
+        Some(Box::new(move || apply::read_unjudged(backend)))
+    }
+
     fn install(&mut self, config: &Config) -> Result<(), String> {
         self.apply(config)
     }
@@ -686,9 +775,5 @@ impl crate::daemon::Ruleset for KernelRuleset {
 
     fn describe(&self) -> String {
         format!("iptables ({})", self.backend.name())
-    }
-
-    fn pass_mark(&self) -> Option<u32> {
-        Some(PASS_MARK)
     }
 }

@@ -83,7 +83,9 @@ impl SaveState {
 
     /// How many times nfqwall's jump to `chain` appears in its built-in chain.
     pub fn jump_count(&self, chain: OwnChain) -> usize {
-        let jump = chain.jump_rule();
+        let Some(jump) = chain.jump_rule() else {
+            return 0;
+        };
         self.tables
             .get(chain.table())
             .map(|t| t.rules.iter().filter(|r| **r == jump).count())
@@ -97,7 +99,7 @@ impl SaveState {
         OwnChain::ALL.iter().all(|&c| {
             if ruleset.has(c) {
                 self.has_chain(c)
-                    && self.jump_count(c) == 1
+                    && (c.hook().is_none() || self.jump_count(c) == 1)
                     && self.chain_rules(c) == ruleset.rules(c)
             } else {
                 !self.has_chain(c) && self.jump_count(c) == 0
@@ -108,8 +110,10 @@ impl SaveState {
 
 /// Lines that delete nfqwall's jumps to `chain`, then the chain itself.
 fn delete_lines(state: &SaveState, chain: OwnChain, out: &mut Vec<String>) {
-    for _ in 0..state.jump_count(chain) {
-        out.push(format!("-D {} -j {}", chain.hook(), chain.name()));
+    if let Some(hook) = chain.hook() {
+        for _ in 0..state.jump_count(chain) {
+            out.push(format!("-D {hook} -j {}", chain.name()));
+        }
     }
     if state.has_chain(chain) {
         out.push(format!("-F {}", chain.name()));
@@ -164,12 +168,15 @@ pub fn plan_install(ruleset: &Ruleset, state: &SaveState) -> Option<String> {
         lines.extend(ruleset.rules(chain).iter().cloned());
     }
     for chain in OwnChain::ALL.into_iter().filter(|c| ruleset.has(*c)) {
+        let Some(hook) = chain.hook() else {
+            continue;
+        };
         let lines = per_table.entry(chain.table()).or_default();
         match state.jump_count(chain) {
-            0 => lines.push(format!("-I {} -j {}", chain.hook(), chain.name())),
+            0 => lines.push(format!("-I {hook} -j {}", chain.name())),
             n => {
                 for _ in 1..n {
-                    lines.push(format!("-D {} -j {}", chain.hook(), chain.name()));
+                    lines.push(format!("-D {hook} -j {}", chain.name()));
                 }
             }
         }

@@ -90,6 +90,36 @@ pub struct QueueStats {
     pub shedding: bool,
     /// recv or verdict errors on the socket.
     pub socket_errors: u64,
+    /// Packets the kernel numbered for this queue but never delivered (gaps in the
+    /// packet ids): let past unjudged by the kernel's fail-open when the socket's
+    /// receive buffer was full (dropped instead when `fail_open = false`).
+    #[serde(default)]
+    pub socket_lost: u64,
+    /// Packets whose conntrack state the kernel attached.
+    #[serde(default)]
+    pub ct_kernel: u64,
+    /// Packets whose conntrack state the queuing rule wrote into the mark.
+    #[serde(default)]
+    pub ct_ruleset: u64,
+    /// Packets with no conntrack state from either source.
+    #[serde(default)]
+    pub ct_none: u64,
+}
+
+/// Packets that nfqwall's rules queued and that reached `filter` without a verdict
+/// from nfqwall, from the counter rule in `NFQWALL-IN` (all queues together).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unjudged {
+    /// Every queued packet nobody judged: the kernel's fail-open (queue or socket
+    /// full), `--queue-bypass` with no listener, and nfqwall's own shedding and
+    /// panics, since the rules were installed.
+    pub total: u64,
+    /// Of those, the ones the kernel let past without asking nfqwall (`total` minus
+    /// nfqwall's own shed and panicked packets).
+    pub kernel: u64,
+    /// Whether the counter could be read (false with `--no-rules`, or if iptables
+    /// failed: the numbers are then 0 and unknown).
+    pub known: bool,
 }
 
 /// Event-path counters.
@@ -116,7 +146,8 @@ pub struct Snapshot {
     pub config: Option<String>,
     /// Default mode.
     pub mode: String,
-    /// Where conntrack states come from: `kernel` or `inferred`.
+    /// Where conntrack states come from: `kernel`, `ruleset` (the queuing rule
+    /// writes them into the mark) or `none`.
     pub ct_source: String,
     /// Packets judged or accepted uninspected, over all queues.
     pub packets: u64,
@@ -126,6 +157,18 @@ pub struct Snapshot {
     pub dropped: u64,
     /// Log-only accepts that enforce would have dropped.
     pub would_drop: u64,
+    /// INVALID packets let past the host's INVALID drop on evidence (enforce).
+    #[serde(default)]
+    pub vouched: u64,
+    /// Log-only passes that enforce would have let past the host's INVALID drop.
+    #[serde(default)]
+    pub would_accept: u64,
+    /// Packets handed on to the host's rules.
+    #[serde(default)]
+    pub passed_on: u64,
+    /// Queued packets that reached the host's rules without nfqwall's verdict.
+    #[serde(default)]
+    pub unjudged: Unjudged,
     /// Verdicts by reason name (every reason listed, zeros included).
     pub by_reason: BTreeMap<String, u64>,
     /// Packets by retransmission pattern (every pattern listed).
@@ -201,11 +244,15 @@ pub fn render_table(s: &Snapshot) -> String {
         s.config.as_deref().unwrap_or("(built-in default)")
     );
     let _ = writeln!(o);
-    let rows: [(&str, u64); 12] = [
+    let rows: [(&str, u64); 16] = [
         ("packets", s.packets),
         ("accepted", s.accepted),
         ("dropped", s.dropped),
         ("would_drop", s.would_drop),
+        ("vouched", s.vouched),
+        ("would_accept", s.would_accept),
+        ("passed_on", s.passed_on),
+        ("kernel_unjudged", s.unjudged.kernel),
         ("shed", s.shed),
         ("internal_errors", s.internal_errors),
         ("events_written", s.events.written),
@@ -240,22 +287,30 @@ pub fn render_table(s: &Snapshot) -> String {
     }
     let _ = writeln!(
         o,
-        "\n  {:<6}{:>12}{:>10}{:>10}{:>14}{:>14}{:>14}",
-        "queue", "packets", "shed", "shedding", "queue_total", "queue_dropped", "user_dropped"
+        "\n  {:<6}{:>12}{:>10}{:>10}{:>14}{:>14}{:>14}{:>13}",
+        "queue",
+        "packets",
+        "shed",
+        "shedding",
+        "queue_total",
+        "queue_dropped",
+        "user_dropped",
+        "socket_lost"
     );
     for q in &s.queues {
         let k = s.kernel.iter().find(|k| k.queue == q.queue);
         let kf = |f: fn(&KernelQueue) -> u64| k.map(|k| f(k).to_string()).unwrap_or("-".into());
         let _ = writeln!(
             o,
-            "  {:<6}{:>12}{:>10}{:>10}{:>14}{:>14}{:>14}",
+            "  {:<6}{:>12}{:>10}{:>10}{:>14}{:>14}{:>14}{:>13}",
             q.queue,
             q.packets,
             q.shed,
             if q.shedding { "yes" } else { "no" },
             kf(|k| u64::from(k.queue_total)),
             kf(|k| k.queue_dropped),
-            kf(|k| k.user_dropped)
+            kf(|k| k.user_dropped),
+            q.socket_lost
         );
     }
     o
