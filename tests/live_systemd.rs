@@ -109,3 +109,43 @@ fn unit_exposure_is_at_most_2() {
         .unwrap_or_else(|| panic!("unreadable: {line}"));
     assert!(score <= 2.0, "{line}");
 }
+
+/// The unit keeps the system's xtables lock (no `XTABLES_LOCKFILE` of its own: legacy
+/// iptables then serializes with every other tool), creates it before the sandboxed
+/// commands run and keeps it writable under `ProtectSystem=strict`; and
+/// `systemd-analyze verify` accepts it (with the binary path pointed at this build).
+#[test]
+fn unit_keeps_the_system_xtables_lock_and_verifies() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/nfqwall.service"
+    ))
+    .unwrap();
+    assert!(!unit.contains("XTABLES_LOCKFILE"), "{unit}");
+    let pre: Vec<&str> = unit
+        .lines()
+        .filter(|l| l.starts_with("ExecStartPre="))
+        .collect();
+    assert_eq!(pre[0], "ExecStartPre=+/usr/bin/touch /run/xtables.lock");
+    assert!(unit
+        .lines()
+        .any(|l| l == "ReadWritePaths=-/run/xtables.lock"));
+    assert!(unit.lines().any(|l| l == "ProtectSystem=strict"));
+    let dir = std::env::temp_dir().join(format!("nfqwall-verify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let staged = dir.join("nfqwall.service");
+    std::fs::write(&staged, unit.replace("/usr/local/sbin/nfqwall", BIN)).unwrap();
+    match Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&staged)
+        .output()
+    {
+        Err(_) => eprintln!("skipping systemd-analyze verify: no systemd-analyze"),
+        Ok(out) => assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

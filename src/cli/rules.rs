@@ -4,7 +4,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use nfqwall::config::Config;
 use nfqwall::rules::apply::{self, Backend};
-use nfqwall::rules::{nft, render, Family, Ruleset, BUILTIN_ORIGIN};
+use nfqwall::rules::lifecycle::{self, Lifecycle};
+use nfqwall::rules::{command, nft, render, Family, Ruleset, BUILTIN_ORIGIN};
 use std::path::PathBuf;
 
 /// `nfqwall rules` subcommands.
@@ -12,10 +13,11 @@ use std::path::PathBuf;
 pub enum RulesCommand {
     /// Print the ruleset rendered from the config (iptables-restore format, or nft).
     Print(PrintArgs),
-    /// Install the ruleset atomically (one iptables-restore --noflush per family);
-    /// installing again changes nothing.
+    /// Install the ruleset atomically (one iptables-restore --noflush per family; if
+    /// the second fails, the first is rolled back); installing again changes nothing.
     Install(ApplyArgs),
-    /// Remove the jumps and the NFQWALL-* chains, and nothing else; a no-op if absent.
+    /// Remove the jumps and the NFQWALL-* chains, and the tables nfqwall's install
+    /// created if they are empty now; nothing else. A no-op if absent.
     Remove(ApplyArgs),
 }
 
@@ -46,6 +48,32 @@ pub struct ApplyArgs {
     /// Print the transactions instead of applying them.
     #[arg(long)]
     pub dry_run: bool,
+    /// Where the record of the tables nfqwall's install created is kept (default:
+    /// $NFQWALL_STATE_DIR, else /run/nfqwall); install and remove must agree.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Kill any iptables/nft command that runs longer than this, in seconds (default:
+    /// $NFQWALL_COMMAND_TIMEOUT, else 10); the xtables lock is waited for half of it.
+    #[arg(long, value_parser = parse_timeout)]
+    pub command_timeout: Option<std::time::Duration>,
+}
+
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    command::parse_seconds(s).ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
+}
+
+impl ApplyArgs {
+    /// The lifecycle these arguments describe (backend resolved, timeout applied).
+    fn lifecycle(&self) -> Result<Lifecycle> {
+        if let Some(t) = self.command_timeout {
+            command::set_timeout(t);
+        }
+        let dir = self
+            .state_dir
+            .clone()
+            .unwrap_or_else(lifecycle::default_state_dir);
+        Ok(Lifecycle::new(self.backend.resolve()?, &dir))
+    }
 }
 
 /// `--family` values.
@@ -128,31 +156,58 @@ pub fn run(cmd: RulesCommand) -> Result<()> {
         }
         RulesCommand::Install(args) => {
             let (config, origin) = load(args.config.as_ref())?;
-            let backend = args.backend.resolve()?;
+            let mut life = args.lifecycle()?;
             let sets = rulesets(&config, &origin, &Family::ALL);
-            let plans = apply::plan_install_all(backend, &sets)?;
-            finish("install", backend, &plans, args.dry_run)
+            let plans = apply::plan_install_all(life.backend(), &sets)?;
+            if args.dry_run {
+                print_plans(&plans);
+                return Ok(());
+            }
+            let done = life.commit(&plans);
+            print_notes(&mut life);
+            done.context("rules install failed")?;
+            report("install", life.backend(), &plans);
+            Ok(())
         }
         RulesCommand::Remove(args) => {
-            let backend = args.backend.resolve()?;
-            let plans = apply::plan_remove_all(backend)?;
-            finish("remove", backend, &plans, args.dry_run)
+            let mut life = args.lifecycle()?;
+            let plans = apply::plan_remove_all(life.backend())?;
+            if args.dry_run {
+                print_plans(&plans);
+                for (f, t) in life.created().iter() {
+                    println!("# then: nft delete table {f} {t} (nfqwall's install created it), if it is empty");
+                }
+                return Ok(());
+            }
+            let done = apply::execute(life.backend(), &plans);
+            if done.is_ok() {
+                life.delete_created_tables();
+            }
+            print_notes(&mut life);
+            done.context("rules remove failed")?;
+            report("remove", life.backend(), &plans);
+            Ok(())
         }
     }
 }
 
-/// Prints (dry run) or executes the plans, and says what happened on stderr.
-fn finish(what: &str, backend: Backend, plans: &[apply::Plan], dry_run: bool) -> Result<()> {
-    if dry_run {
-        for p in plans {
-            match &p.script {
-                Some(s) => print!("{s}"),
-                None => println!("# {}: nothing to change", p.family.name()),
-            }
+fn print_plans(plans: &[apply::Plan]) {
+    for p in plans {
+        match &p.script {
+            Some(s) => print!("{s}"),
+            None => println!("# {}: nothing to change", p.family.name()),
         }
-        return Ok(());
     }
-    apply::execute(backend, plans).with_context(|| format!("rules {what} failed"))?;
+}
+
+fn print_notes(life: &mut Lifecycle) {
+    for n in life.take_notes() {
+        eprintln!("nfqwall: rules {n}");
+    }
+}
+
+/// Says on stderr what happened to each family.
+fn report(what: &str, backend: Backend, plans: &[apply::Plan]) {
     for p in plans {
         eprintln!(
             "nfqwall: rules {what} ({} backend): {} {}",
@@ -165,5 +220,4 @@ fn finish(what: &str, backend: Backend, plans: &[apply::Plan], dry_run: bool) ->
             }
         );
     }
-    Ok(())
 }

@@ -3,9 +3,16 @@
 //! One NFQUEUE binding and one thread per queue number; each thread does recv ->
 //! [`Engine::decide`] -> verdict inline ([`queue`]). The main thread owns everything
 //! slow: signals (SIGTERM/SIGINT stop, SIGHUP reloads), load-shedding decisions from
-//! the kernel's queue backlog, flow expiry, the systemd watchdog, the stats socket
-//! ([`crate::stats`]) and the ruleset ([`Ruleset`]). Events go to one writer thread
-//! ([`crate::events`]).
+//! the kernel's queue backlog, flow expiry, the systemd watchdog and the stats socket
+//! ([`crate::stats`]). The ruleset ([`Ruleset`]) lives on a rules worker thread
+//! ([`RulesWorker`]): the main thread hands it install, replace and remove jobs and
+//! polls for the outcome, so shedding and the watchdog go on while iptables runs
+//! (every command it runs has a bounded wait, [`crate::rules::command`]). Events go to
+//! one writer thread ([`crate::events`]).
+//!
+//! A reload swaps kernel rules and engine policy together or not at all: the worker
+//! replaces the rules (a partial replace is rolled back to the previous rules) and only
+//! on success, at once, reloads the engine's policy.
 //!
 //! Fail-open layers, outermost first: `--queue-bypass` on the NFQUEUE rules (no
 //! listener: accept); the queue's fail-open flag (kernel queue full: accept); load
@@ -37,16 +44,23 @@ use std::time::{Duration, Instant};
 use verdict::Shedding;
 
 /// The iptables/ip6tables ruleset that sends packets to the queues. `run` installs it
-/// after binding the queues, replaces it on SIGHUP, and removes it on exit.
-pub trait Ruleset {
-    /// Installs the ruleset for `config`.
+/// after binding the queues, replaces it on SIGHUP, and removes it on exit, all on the
+/// rules worker thread (hence `Send`).
+pub trait Ruleset: Send {
+    /// Installs the ruleset for `config`; a partial install is rolled back.
     fn install(&mut self, config: &Config) -> Result<(), String>;
-    /// Replaces the installed ruleset with the one for `config`, atomically.
-    fn replace(&mut self, config: &Config) -> Result<(), String>;
-    /// Removes exactly what `install`/`replace` added.
+    /// Replaces the installed ruleset with the one for `config`, atomically: on failure
+    /// the previous rules stay (or are put back), unless the failure says otherwise.
+    fn replace(&mut self, config: &Config) -> Result<(), RulesFailure>;
+    /// Removes exactly what `install`/`replace` added (tables they created included).
     fn remove(&mut self) -> Result<(), String>;
     /// A short description for events (`"none"` when rules are managed elsewhere).
     fn describe(&self) -> String;
+    /// What the last operations did besides their transactions (tables deleted or
+    /// kept, state file trouble), one sentence each; the daemon logs them.
+    fn take_notes(&mut self) -> Vec<String> {
+        Vec::new()
+    }
     /// Returns true if and only if the installed ruleset writes each queued packet's
     /// conntrack state into the mark (nfqwall's own rules do; `--no-rules` cannot
     /// promise it).
@@ -64,6 +78,16 @@ pub trait Ruleset {
 /// Reads the installed counter of queued packets nobody judged (`None`: unreadable).
 pub type UnjudgedReader = Box<dyn Fn() -> Option<u64> + Send>;
 
+/// Why [`Ruleset::replace`] failed, and where that left the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RulesFailure {
+    /// What went wrong (names the command, and any rollback).
+    pub error: String,
+    /// True if the kernel holds the previous rules: nothing was committed, or what was
+    /// committed has been rolled back. False: the rollback failed too.
+    pub previous_in_force: bool,
+}
+
 /// `--no-rules`: the operator (or a test) manages the NFQUEUE rules.
 pub struct NoRules;
 
@@ -71,7 +95,7 @@ impl Ruleset for NoRules {
     fn install(&mut self, _: &Config) -> Result<(), String> {
         Ok(())
     }
-    fn replace(&mut self, _: &Config) -> Result<(), String> {
+    fn replace(&mut self, _: &Config) -> Result<(), RulesFailure> {
         Ok(())
     }
     fn remove(&mut self) -> Result<(), String> {
@@ -203,6 +227,108 @@ fn install_wake_handler() -> std::io::Result<()> {
     Ok(())
 }
 
+/// A job for the rules worker.
+enum Job {
+    Install(Box<Config>),
+    /// Replace the rules, then (only if that worked) reload the engine's policy.
+    Replace(Box<Config>),
+    Remove,
+}
+
+/// A finished job, with the ruleset's notes.
+enum Done {
+    Install(Result<(), String>),
+    Replace(Box<Config>, Result<(), RulesFailure>),
+    Remove(Result<(), String>),
+}
+
+/// The thread that owns the [`Ruleset`] and runs its (slow, external) commands, one
+/// job at a time, so the main loop never waits on iptables.
+pub struct RulesWorker {
+    jobs: Option<crossbeam_channel::Sender<Job>>,
+    done: crossbeam_channel::Receiver<(Done, Vec<String>)>,
+    handle: Option<JoinHandle<()>>,
+    busy: bool,
+}
+
+impl RulesWorker {
+    fn spawn(mut rules: Box<dyn Ruleset>, engine: Arc<Engine>) -> std::io::Result<RulesWorker> {
+        let (jobs, job_rx) = crossbeam_channel::unbounded::<Job>();
+        let (done_tx, done) = crossbeam_channel::unbounded();
+        let handle = std::thread::Builder::new()
+            .name("nfqwall-rules".into())
+            .spawn(move || {
+                for job in job_rx {
+                    let done = match job {
+                        Job::Install(cfg) => Done::Install(rules.install(&cfg)),
+                        Job::Replace(cfg) => {
+                            let r = rules.replace(&cfg);
+                            if r.is_ok() {
+                                // At once, on this thread: the kernel's new rules and the
+                                // engine's new policy take effect together.
+                                engine.reload(&cfg);
+                            }
+                            Done::Replace(cfg, r)
+                        }
+                        Job::Remove => Done::Remove(rules.remove()),
+                    };
+                    if done_tx.send((done, rules.take_notes())).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(RulesWorker {
+            jobs: Some(jobs),
+            done,
+            handle: Some(handle),
+            busy: false,
+        })
+    }
+
+    fn submit(&mut self, job: Job) {
+        debug_assert!(!self.busy);
+        if let Some(j) = &self.jobs {
+            if j.send(job).is_ok() {
+                self.busy = true;
+            }
+        }
+    }
+
+    /// The finished job, if there is one; never blocks.
+    fn poll(&mut self) -> Option<(Done, Vec<String>)> {
+        let r = self.done.try_recv().ok();
+        if r.is_some() {
+            self.busy = false;
+        }
+        r
+    }
+
+    /// Waits for the job in flight, if any.
+    fn wait(&mut self) -> Option<(Done, Vec<String>)> {
+        if !self.busy {
+            return None;
+        }
+        let r = self.done.recv().ok();
+        self.busy = false;
+        r
+    }
+
+    /// Runs `job` and waits for it (start-up and shutdown).
+    fn call(&mut self, job: Job) -> Option<(Done, Vec<String>)> {
+        self.submit(job);
+        self.wait()
+    }
+}
+
+impl Drop for RulesWorker {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 fn sd_notify(states: &[sd_notify::NotifyState]) {
     let _ = sd_notify::notify(states);
 }
@@ -210,7 +336,7 @@ fn sd_notify(states: &[sd_notify::NotifyState]) {
 /// Runs the daemon until SIGTERM or SIGINT. Returns after a clean shutdown: every
 /// packet in hand has a verdict, the queues are unbound, the ruleset is removed and
 /// the event log is flushed.
-pub fn run(opts: RunOptions, mut rules: Box<dyn Ruleset>) -> Result<(), DaemonError> {
+pub fn run(opts: RunOptions, rules: Box<dyn Ruleset>) -> Result<(), DaemonError> {
     let config = (opts.load)().map_err(DaemonError::Config)?;
     let engine = Arc::new(Engine::new(&config));
     let gate = Arc::new(RateGate::new(config.daemon.log_rate_per_reason));
@@ -250,8 +376,18 @@ pub fn run(opts: RunOptions, mut rules: Box<dyn Ruleset>) -> Result<(), DaemonEr
         unjudged_known: AtomicBool::new(false),
         start: Instant::now(),
     });
+    let rules_description = rules.describe();
+    let writes_state = rules.writes_state();
+    let unjudged_reader = rules.unjudged_reader();
+    let worker = RulesWorker::spawn(rules, Arc::clone(&engine))
+        .map_err(|e| DaemonError::Io("start the rules thread", e))?;
     let mut daemon = Daemon {
         shared,
+        worker,
+        rules_description,
+        writes_state,
+        unjudged_reader,
+        reload_pending: false,
         sink,
         workers: Vec::new(),
         monitor: None,
@@ -265,15 +401,21 @@ pub fn run(opts: RunOptions, mut rules: Box<dyn Ruleset>) -> Result<(), DaemonEr
         opts,
         ct_source: CtSource::None,
     };
-    let result = daemon
-        .start(&mut *rules)
-        .and_then(|()| daemon.serve(&mut signals, &mut *rules));
-    daemon.shutdown(&mut *rules, result.as_ref().err());
+    let result = daemon.start().and_then(|()| daemon.serve(&mut signals));
+    daemon.shutdown(result.as_ref().err());
     result
 }
 
 struct Daemon {
     shared: Arc<Shared>,
+    worker: RulesWorker,
+    rules_description: String,
+    /// [`Ruleset::writes_state`] of the ruleset in force.
+    writes_state: bool,
+    /// [`Ruleset::unjudged_reader`], taken by the monitor thread at start.
+    unjudged_reader: Option<UnjudgedReader>,
+    /// A SIGHUP came while a reload was in flight: reload again when it is done.
+    reload_pending: bool,
     sink: EventSink,
     workers: Vec<JoinHandle<()>>,
     monitor: Option<JoinHandle<()>>,
@@ -291,7 +433,7 @@ struct Daemon {
 impl Daemon {
     /// Binds the queues, starts their threads, installs the rules, opens the stats
     /// socket, and tells systemd it is ready.
-    fn start(&mut self, rules: &mut dyn Ruleset) -> Result<(), DaemonError> {
+    fn start(&mut self) -> Result<(), DaemonError> {
         let d = &self.config.daemon;
         let mut bound = Vec::new();
         for qs in &self.shared.queues {
@@ -299,7 +441,7 @@ impl Daemon {
         }
         self.ct_source = if bound.iter().all(|(_, s, _)| *s == CtSource::Kernel) {
             CtSource::Kernel
-        } else if rules.writes_state() {
+        } else if self.writes_state {
             CtSource::Ruleset
         } else {
             CtSource::None
@@ -315,8 +457,18 @@ impl Daemon {
                 .map_err(|e| DaemonError::Io("start a queue thread", e))?;
             self.workers.push(h);
         }
-        rules.install(&self.config).map_err(DaemonError::Rules)?;
+        // Set before: a failed install may still have left something to remove.
         self.rules_installed = true;
+        match self
+            .worker
+            .call(Job::Install(Box::new(self.config.clone())))
+        {
+            Some((Done::Install(r), notes)) => {
+                self.log_notes(notes);
+                r.map_err(DaemonError::Rules)?;
+            }
+            _ => return Err(DaemonError::Rules("the rules thread ended".into())),
+        }
 
         let snapshot = self.snapshot_fn();
         match StatsServer::start(&self.opts.stats_socket, snapshot) {
@@ -335,7 +487,7 @@ impl Daemon {
                 json!({"detail": "the kernel attaches no conntrack state to queued packets and the rules are not nfqwall's (--no-rules): unless the queuing rules write the state bits of daemon.state_mask as `nfqwall rules print` does, every packet is judged as INVALID with no state (never let past the host's INVALID drop)"}),
             );
         }
-        if let Some(read) = rules.unjudged_reader() {
+        if let Some(read) = self.unjudged_reader.take() {
             self.spawn_monitor(read)?;
         }
         let d = &self.config.daemon;
@@ -354,7 +506,7 @@ impl Daemon {
                 "state_mask": format!("{:#x}", d.state_mask),
                 "socket_rcvbuf": rcvbuf,
                 "ct_source": self.ct_source.name(),
-                "rules": rules.describe(),
+                "rules": self.rules_description,
                 "services": self.config.services.len(),
                 "stats_socket": self.opts.stats_socket.display().to_string(),
             }),
@@ -420,12 +572,16 @@ impl Daemon {
         self.sink.notice(wall_ns(), kind, fields);
     }
 
+    /// Logs the ruleset's notes (tables deleted or kept, state file trouble).
+    fn log_notes(&self, notes: Vec<String>) {
+        for n in notes {
+            eprintln!("nfqwall: rules: {n}");
+            self.notice("rules", json!({ "detail": n }));
+        }
+    }
+
     /// The main loop: signals, shedding, expiry, watchdog. Returns on SIGTERM/SIGINT.
-    fn serve(
-        &mut self,
-        signals: &mut signal_hook::iterator::Signals,
-        rules: &mut dyn Ruleset,
-    ) -> Result<(), DaemonError> {
+    fn serve(&mut self, signals: &mut signal_hook::iterator::Signals) -> Result<(), DaemonError> {
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
         let mut next_ping = Instant::now();
         let mut next_expire = Instant::now() + Duration::from_secs(1);
@@ -433,7 +589,7 @@ impl Daemon {
         loop {
             for sig in signals.pending() {
                 match sig {
-                    SIGHUP => self.reload(rules),
+                    SIGHUP => self.reload_pending = true,
                     _ => {
                         self.notice(
                             "stopping",
@@ -447,6 +603,14 @@ impl Daemon {
                 if h.is_finished() {
                     return Err(DaemonError::QueueThreadDied(qs.number));
                 }
+            }
+            if let Some((done, notes)) = self.worker.poll() {
+                self.log_notes(notes);
+                self.finish(done);
+            }
+            if self.reload_pending && !self.worker.busy {
+                self.reload_pending = false;
+                self.start_reload();
             }
             self.update_shedding(shedding);
             let now = Instant::now();
@@ -502,74 +666,112 @@ impl Daemon {
         }
     }
 
-    /// SIGHUP: load the config; on success replace the rules, then the policy. A
-    /// config that does not load, or rules that do not install, leave everything as
-    /// it was.
-    fn reload(&mut self, rules: &mut dyn Ruleset) {
+    /// SIGHUP: load the config (here: a file read) and hand the rules worker the
+    /// replace; [`Daemon::finish`] reports it. A config that does not load changes
+    /// nothing.
+    fn start_reload(&mut self) {
         sd_notify(&[sd_notify::NotifyState::Reloading]);
+        match (self.opts.load)() {
+            Ok(cfg) => self.worker.submit(Job::Replace(Box::new(cfg))),
+            Err(e) => self.reload_failed(
+                &format!("config: {e}"),
+                "previous",
+                "the new config was refused; the running config and rules stay in force",
+            ),
+        }
+    }
+
+    /// Handles a finished worker job (a reload's; start-up and shutdown wait for
+    /// theirs themselves).
+    fn finish(&mut self, done: Done) {
+        match done {
+            Done::Replace(cfg, Ok(())) => self.reloaded(*cfg),
+            Done::Replace(_, Err(f)) => self.reload_failed(
+                &format!("rules: {}", f.error),
+                if f.previous_in_force {
+                    "previous"
+                } else {
+                    "unknown"
+                },
+                if f.previous_in_force {
+                    "the new rules did not install; the previous rules are in force and the engine keeps its policy"
+                } else {
+                    "the new rules did not install and the rollback failed: the kernel may hold a mix of old and new rules; the engine keeps its policy (fix the cause, then reload or restart)"
+                },
+            ),
+            Done::Install(r) | Done::Remove(r) => {
+                if let Err(e) = r {
+                    self.notice("warning", json!({ "detail": format!("rules: {e}") }));
+                }
+            }
+        }
+    }
+
+    /// The rules and the engine's policy are replaced (by the worker): the rest of
+    /// the new config takes effect, and the reload is reported.
+    fn reloaded(&mut self, cfg: Config) {
         let path = self
             .opts
             .config_path
             .as_ref()
             .map(|p| p.display().to_string());
-        let outcome = (self.opts.load)().and_then(|cfg| {
-            rules
-                .replace(&cfg)
-                .map_err(|e| format!("rules: {e}"))
-                .map(|()| cfg)
-        });
-        match outcome {
-            Ok(cfg) => {
-                self.shared.engine.reload(&cfg);
-                self.gate.set_limit(cfg.daemon.log_rate_per_reason);
-                self.summary_interval
-                    .store(cfg.daemon.summary_interval, Ordering::Relaxed);
-                let old = &self.config.daemon;
-                let new = &cfg.daemon;
-                let mut needs_restart = Vec::new();
-                if old.queues != new.queues {
-                    needs_restart.push("daemon.queues");
-                }
-                if old.queue_maxlen != new.queue_maxlen {
-                    needs_restart.push("daemon.queue_maxlen");
-                }
-                if old.fail_open != new.fail_open {
-                    needs_restart.push("daemon.fail_open");
-                }
-                if old.log != new.log {
-                    needs_restart.push("daemon.log");
-                }
-                if self.config.engine != cfg.engine {
-                    needs_restart.push("engine");
-                }
-                self.main_counters.reloads.fetch_add(1, Ordering::Relaxed);
-                self.notice(
-                    "reload",
-                    json!({
-                        "config": path,
-                        "mode": new.mode.name(),
-                        "services": cfg.services.len(),
-                        "rules": cfg.services.iter().map(|s| s.rules.len()).sum::<usize>(),
-                        "unchanged_until_restart": needs_restart,
-                    }),
-                );
-                self.config = cfg;
-            }
-            Err(e) => {
-                self.main_counters
-                    .reload_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                eprintln!("nfqwall: reload refused, keeping the running config: {e}");
-                self.notice(
-                    "reload_failed",
-                    json!({
-                        "config": path,
-                        "error": e,
-                        "detail": "the new config was refused; the running config and rules stay in force",
-                    }),
-                );
-            }
+        self.gate.set_limit(cfg.daemon.log_rate_per_reason);
+        self.summary_interval
+            .store(cfg.daemon.summary_interval, Ordering::Relaxed);
+        let old = &self.config.daemon;
+        let new = &cfg.daemon;
+        let mut needs_restart = Vec::new();
+        if old.queues != new.queues {
+            needs_restart.push("daemon.queues");
         }
+        if old.queue_maxlen != new.queue_maxlen {
+            needs_restart.push("daemon.queue_maxlen");
+        }
+        if old.fail_open != new.fail_open {
+            needs_restart.push("daemon.fail_open");
+        }
+        if old.log != new.log {
+            needs_restart.push("daemon.log");
+        }
+        if self.config.engine != cfg.engine {
+            needs_restart.push("engine");
+        }
+        self.main_counters.reloads.fetch_add(1, Ordering::Relaxed);
+        self.notice(
+            "reload",
+            json!({
+                "config": path,
+                "mode": new.mode.name(),
+                "services": cfg.services.len(),
+                "rules": cfg.services.iter().map(|s| s.rules.len()).sum::<usize>(),
+                "unchanged_until_restart": needs_restart,
+            }),
+        );
+        self.config = cfg;
+        sd_notify(&[sd_notify::NotifyState::Ready]);
+    }
+
+    /// Reports a refused reload; `rules_in_force` is `previous` or `unknown`.
+    fn reload_failed(&mut self, error: &str, rules_in_force: &str, detail: &str) {
+        let path = self
+            .opts
+            .config_path
+            .as_ref()
+            .map(|p| p.display().to_string());
+        self.main_counters
+            .reload_failures
+            .fetch_add(1, Ordering::Relaxed);
+        eprintln!("nfqwall: reload refused: {error} ({detail})");
+        self.notice(
+            "reload_failed",
+            json!({
+                "config": path,
+                "error": error,
+                "rules_in_force": rules_in_force,
+                "policy_in_force": "previous",
+                "detail": detail,
+            }),
+        );
         sd_notify(&[sd_notify::NotifyState::Ready]);
     }
 
@@ -662,10 +864,22 @@ impl Daemon {
     /// Stops in order: rules out (no new packets queued), queue threads woken and
     /// joined (each gives a verdict on what is waiting, then unbinds), stats socket
     /// closed, last event written and the log flushed.
-    fn shutdown(&mut self, rules: &mut dyn Ruleset, error: Option<&DaemonError>) {
+    fn shutdown(&mut self, error: Option<&DaemonError>) {
         sd_notify(&[sd_notify::NotifyState::Stopping]);
+        // A reload in flight finishes first (its commands are bounded); then removal.
+        if let Some((done, notes)) = self.worker.wait() {
+            self.log_notes(notes);
+            self.finish(done);
+        }
         if self.rules_installed {
-            if let Err(e) = rules.remove() {
+            let removed = match self.worker.call(Job::Remove) {
+                Some((Done::Remove(r), notes)) => {
+                    self.log_notes(notes);
+                    r
+                }
+                _ => Err("the rules thread ended".into()),
+            };
+            if let Err(e) = removed {
                 eprintln!("nfqwall: removing the rules failed: {e}");
                 self.notice(
                     "warning",

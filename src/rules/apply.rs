@@ -6,13 +6,19 @@
 //! so a transaction the tool rejects leaves both families untouched. The legacy tool
 //! checks everything in `--test`; iptables-nft leaves some checks to the kernel at
 //! commit (e.g. deleting a chain another rule still jumps to), so there an IPv6 commit
-//! can still fail after the IPv4 one succeeded; the error then says which command failed.
+//! can still fail after the IPv4 one succeeded. [`execute`] then rolls the committed
+//! family back to the own chains its plan found (re-reading the ruleset and planning
+//! the way back), and the error ([`RulesError::Partial`]) says what was undone.
+//!
+//! Every command runs with a bounded wait ([`super::command`]): `--wait N` bounds the
+//! wait for the xtables lock, and the process is killed after the command limit.
 
 use std::fmt;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
 
-use super::save::{plan_install, plan_remove, SaveState};
+use super::command;
+use super::save::{plan_install, plan_remove, plan_target, SaveState};
 use super::{Family, Ruleset};
 
 /// Which iptables implementation to drive.
@@ -50,6 +56,44 @@ pub enum RulesError {
         /// What `iptables -V` printed.
         version: String,
     },
+    /// The command did not exit within its limit; it was killed.
+    Timeout {
+        /// The command line.
+        command: String,
+        /// The limit.
+        limit: Duration,
+        /// What it had written to standard error by then.
+        stderr: String,
+    },
+    /// A transaction failed after another family's had been committed; the committed
+    /// ones were rolled back (or the rollback failed too).
+    Partial {
+        /// The family whose transaction failed.
+        family: Family,
+        /// Why.
+        failed: Box<RulesError>,
+        /// The families that had been committed before it.
+        committed: Vec<Family>,
+        /// `None` if the rollback worked; otherwise why it did not.
+        rollback: Option<Box<RulesError>>,
+    },
+}
+
+impl RulesError {
+    /// Returns true if and only if the kernel is known to hold the ruleset it held
+    /// before the failed operation (nothing was committed, or the rollback worked).
+    pub fn kernel_unchanged(&self) -> bool {
+        match self {
+            RulesError::Partial { rollback, .. } => rollback.is_none(),
+            // Every other error of `execute` comes before the first commit: a killed
+            // commit (it may have committed just before) is rolled back as `Partial`.
+            _ => true,
+        }
+    }
+}
+
+fn families(f: &[Family]) -> String {
+    f.iter().map(|f| f.name()).collect::<Vec<_>>().join(" and ")
 }
 
 impl fmt::Display for RulesError {
@@ -74,6 +118,45 @@ impl fmt::Display for RulesError {
                 f,
                 "cannot tell the backend from `iptables -V` ({version:?}): pass --backend nft or --backend legacy"
             ),
+            RulesError::Timeout {
+                command,
+                limit,
+                stderr,
+            } => {
+                write!(
+                    f,
+                    "`{command}` did not finish within {} s and was killed",
+                    limit.as_secs_f64()
+                )?;
+                if !stderr.is_empty() {
+                    write!(f, " (stderr so far: {stderr})")?;
+                }
+                Ok(())
+            }
+            RulesError::Partial {
+                family,
+                failed,
+                committed,
+                rollback,
+            } => {
+                write!(f, "the {} transaction failed: {failed}; ", family.name())?;
+                match rollback {
+                    None if committed.is_empty() => write!(
+                        f,
+                        "it had been cut short, and it was undone: the previous rules are in force"
+                    ),
+                    None => write!(
+                        f,
+                        "the {} transaction had already been committed and was rolled back: the previous rules are in force",
+                        families(committed)
+                    ),
+                    Some(e) => write!(
+                        f,
+                        "the {} transaction had already been committed and rolling it back failed too ({e}): the kernel may hold a mix of old and new rules (run `nfqwall rules remove`)",
+                        families(committed)
+                    ),
+                }
+            }
         }
     }
 }
@@ -91,7 +174,7 @@ impl Backend {
     /// The backend the plain `iptables` command uses, from `iptables -V`
     /// ("iptables v1.8.9 (nf_tables)" or "... (legacy)").
     pub fn detect() -> Result<Backend, RulesError> {
-        let out = run(Command::new("iptables").arg("-V"), None)?;
+        let out = command::run(Command::new("iptables").arg("-V"), None)?;
         Backend::from_version(&out).ok_or(RulesError::UnknownBackend {
             version: out.trim().to_string(),
         })
@@ -127,18 +210,19 @@ impl Backend {
 
     /// Reads the current ruleset of `family`.
     pub fn save(self, family: Family) -> Result<SaveState, RulesError> {
-        let out = run(&mut Command::new(self.command(family, "save")), None)?;
+        let out = command::run(&mut Command::new(self.command(family, "save")), None)?;
         Ok(SaveState::parse(&out))
     }
 
     /// Feeds `script` to `restore --noflush` (`--test` only checks it).
     pub fn restore(self, family: Family, script: &str, test: bool) -> Result<(), RulesError> {
         let mut cmd = Command::new(self.command(family, "restore"));
-        cmd.args(["--noflush", "--wait"]);
+        cmd.arg("--noflush")
+            .arg(format!("--wait={}", command::lock_wait_seconds()));
         if test {
             cmd.arg("--test");
         }
-        run(&mut cmd, Some(script))
+        command::run(&mut cmd, Some(script))
             .map(|_| ())
             .map_err(|e| match e {
                 RulesError::Failed {
@@ -167,7 +251,7 @@ pub fn read_unjudged(backend: Backend) -> Option<u64> {
     for family in super::Family::ALL {
         let mut cmd = Command::new(backend.command(family, "save"));
         cmd.args(["-c", "-t", "filter"]);
-        let Ok(out) = run(&mut cmd, None) else {
+        let Ok(out) = super::command::run(&mut cmd, None) else {
             continue;
         };
         let n = unjudged_in_save(&out);
@@ -205,45 +289,6 @@ pub fn failing_line(stderr: &str, script: &str) -> Option<String> {
         .map(|l| l.trim().to_string())
 }
 
-/// Runs `cmd` (feeding `stdin` if given); its stdout, or an error naming the command
-/// and its stderr.
-fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<String, RulesError> {
-    let command = std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|a| a.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let spawn_err = |source| RulesError::Spawn {
-        command: command.clone(),
-        source,
-    };
-    let mut child = cmd
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn_err)?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        // A write error means the child exited early; its status and stderr say why.
-        let _ = pipe.write_all(text.as_bytes());
-    }
-    let out = child.wait_with_output().map_err(spawn_err)?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(RulesError::Failed {
-            command,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            line: None,
-        })
-    }
-}
-
 /// One family's planned transaction; `None` when nothing changes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
@@ -251,6 +296,19 @@ pub struct Plan {
     pub family: Family,
     /// The text for `restore --noflush`, or `None`.
     pub script: Option<String>,
+    /// The ruleset the plan was made against: a rollback restores its own chains.
+    pub before: SaveState,
+}
+
+impl Plan {
+    /// The tables committing this plan creates (nf_tables creates a table on first
+    /// use; see [`super::save::tables_created`]).
+    pub fn tables_created(&self) -> Vec<String> {
+        self.script
+            .as_deref()
+            .map(|s| super::save::tables_created(&self.before, s))
+            .unwrap_or_default()
+    }
 }
 
 /// Plans the install of `rulesets` (one per family) against what is installed now.
@@ -262,6 +320,7 @@ pub fn plan_install_all(backend: Backend, rulesets: &[Ruleset]) -> Result<Vec<Pl
             Ok(Plan {
                 family: r.family,
                 script: plan_install(r, &state),
+                before: state,
             })
         })
         .collect()
@@ -276,22 +335,79 @@ pub fn plan_remove_all(backend: Backend) -> Result<Vec<Plan>, RulesError> {
             Ok(Plan {
                 family,
                 script: plan_remove(&state, family),
+                before: state,
             })
         })
         .collect()
 }
 
 /// Tests every planned transaction, then commits them, one per family.
+///
+/// If a commit fails, every family already committed, and the failing one too if its
+/// restore was killed (it may have committed just before), is rolled back: its ruleset
+/// is read again and the own chains its plan found are put back ([`rollback`]). The
+/// error is then [`RulesError::Partial`].
 pub fn execute(backend: Backend, plans: &[Plan]) -> Result<(), RulesError> {
+    execute_with(backend, plans, &mut |_| {})
+}
+
+/// [`execute`], calling `undone` with each plan that was rolled back (the caller
+/// deletes the tables that plan created, see [`super::lifecycle`]).
+pub fn execute_with(
+    backend: Backend,
+    plans: &[Plan],
+    undone: &mut dyn FnMut(&Plan),
+) -> Result<(), RulesError> {
     for p in plans {
         if let Some(s) = &p.script {
             backend.restore(p.family, s, true)?;
         }
     }
+    let mut committed: Vec<&Plan> = Vec::new();
     for p in plans {
-        if let Some(s) = &p.script {
-            backend.restore(p.family, s, false)?;
+        let Some(s) = &p.script else { continue };
+        match backend.restore(p.family, s, false) {
+            Ok(()) => committed.push(p),
+            Err(failed) => {
+                let maybe_applied = matches!(failed, RulesError::Timeout { .. });
+                if committed.is_empty() && !maybe_applied {
+                    return Err(failed);
+                }
+                let mut to_undo: Vec<&Plan> = committed.clone();
+                if maybe_applied {
+                    to_undo.push(p);
+                }
+                let mut rollback_error = None;
+                for u in to_undo.iter().rev() {
+                    match rollback(backend, u) {
+                        Ok(()) => undone(u),
+                        Err(e) => {
+                            rollback_error.get_or_insert(Box::new(e));
+                        }
+                    }
+                }
+                return Err(RulesError::Partial {
+                    family: p.family,
+                    failed: Box::new(failed),
+                    committed: committed.iter().map(|c| c.family).collect(),
+                    rollback: rollback_error,
+                });
+            }
         }
     }
     Ok(())
+}
+
+/// Puts the own chains of `plan.family` back as `plan.before` had them (none, for a
+/// first install; the previous ruleset, for a replace); a no-op if they already are.
+pub fn rollback(backend: Backend, plan: &Plan) -> Result<(), RulesError> {
+    let now = backend.save(plan.family)?;
+    let header = format!(
+        "# nfqwall: {} rollback to the rules found before\n",
+        plan.family.name()
+    );
+    match plan_target(&plan.before.own_chains(), &now, &header) {
+        Some(script) => backend.restore(plan.family, &script, false),
+        None => Ok(()),
+    }
 }

@@ -39,6 +39,8 @@
 //! is out of scope for now.
 
 pub mod apply;
+pub mod command;
+pub mod lifecycle;
 pub mod marks;
 pub mod nft;
 pub mod save;
@@ -714,32 +716,44 @@ impl Ruleset {
 mod tests;
 
 /// The kernel ruleset the live daemon manages: installed at start, replaced on
-/// SIGHUP, removed at exit, through `iptables-restore --noflush` transactions.
+/// SIGHUP, removed at exit, through `iptables-restore --noflush` transactions, by a
+/// [`lifecycle::Lifecycle`]: a partial install or replace is rolled back, and the
+/// tables the install created are deleted at removal if empty.
 pub struct KernelRuleset {
-    backend: apply::Backend,
+    life: lifecycle::Lifecycle,
     origin: String,
-    installed: bool,
+    attempted: bool,
 }
 
 impl KernelRuleset {
-    /// A ruleset applied with `backend`, naming `origin` (the config path) in headers.
+    /// A ruleset applied with `backend`, naming `origin` (the config path) in headers,
+    /// with its state file in [`lifecycle::default_state_dir`].
     pub fn new(backend: apply::Backend, origin: String) -> KernelRuleset {
+        KernelRuleset::with_state_dir(backend, origin, &lifecycle::default_state_dir())
+    }
+
+    /// [`KernelRuleset::new`] with the state file in `dir`.
+    pub fn with_state_dir(
+        backend: apply::Backend,
+        origin: String,
+        dir: &std::path::Path,
+    ) -> KernelRuleset {
         KernelRuleset {
-            backend,
+            life: lifecycle::Lifecycle::new(backend, dir),
             origin,
-            installed: false,
+            attempted: false,
         }
     }
 
-    fn apply(&mut self, config: &Config) -> Result<(), String> {
+    fn apply(&mut self, config: &Config) -> Result<(), apply::RulesError> {
         let rulesets: Vec<Ruleset> = Family::ALL
             .iter()
             .map(|&f| render(config, &self.origin, f))
             .collect();
-        let plans = apply::plan_install_all(self.backend, &rulesets).map_err(|e| e.to_string())?;
-        apply::execute(self.backend, &plans).map_err(|e| e.to_string())?;
-        self.installed = true;
-        Ok(())
+        // Even a failed install may leave something (a rollback that failed): exit
+        // removes whatever is there.
+        self.attempted = true;
+        self.life.install(&rulesets)
     }
 }
 
@@ -749,31 +763,37 @@ impl crate::daemon::Ruleset for KernelRuleset {
     }
 
     fn unjudged_reader(&self) -> Option<crate::daemon::UnjudgedReader> {
-        let backend = self.backend;
+        let backend = self.life.backend();
         Some(Box::new(move || apply::read_unjudged(backend)))
     }
 
     fn install(&mut self, config: &Config) -> Result<(), String> {
-        self.apply(config)
+        self.apply(config).map_err(|e| e.to_string())
     }
 
     /// Install is idempotent and prunes chains the new config no longer needs, in
     /// one transaction per family: the same call replaces.
-    fn replace(&mut self, config: &Config) -> Result<(), String> {
-        self.apply(config)
+    fn replace(&mut self, config: &Config) -> Result<(), crate::daemon::RulesFailure> {
+        self.apply(config).map_err(|e| crate::daemon::RulesFailure {
+            previous_in_force: e.kernel_unchanged(),
+            error: e.to_string(),
+        })
     }
 
     fn remove(&mut self) -> Result<(), String> {
-        if !self.installed {
+        if !self.attempted {
             return Ok(());
         }
-        let plans = apply::plan_remove_all(self.backend).map_err(|e| e.to_string())?;
-        apply::execute(self.backend, &plans).map_err(|e| e.to_string())?;
-        self.installed = false;
+        self.life.remove().map_err(|e| e.to_string())?;
+        self.attempted = false;
         Ok(())
     }
 
     fn describe(&self) -> String {
-        format!("iptables ({})", self.backend.name())
+        format!("iptables ({})", self.life.backend().name())
+    }
+
+    fn take_notes(&mut self) -> Vec<String> {
+        self.life.take_notes()
     }
 }

@@ -16,6 +16,9 @@ pub struct SavedTable {
     pub chains: Vec<String>,
     /// Rules, each as printed (`-A CHAIN ...`), in save order.
     pub rules: Vec<String>,
+    /// Each declared chain with its policy as printed (`ACCEPT`, `DROP`; `-` for a
+    /// user-defined chain), in save order.
+    pub policies: Vec<(String, String)>,
 }
 
 /// Parsed `iptables-save` output of one family: table name to contents.
@@ -44,8 +47,11 @@ impl SaveState {
             if line == "COMMIT" {
                 current = None;
             } else if let Some(decl) = line.strip_prefix(':') {
-                if let Some(name) = decl.split_whitespace().next() {
+                let mut words = decl.split_whitespace();
+                if let Some(name) = words.next() {
                     table.chains.push(name.to_string());
+                    let policy = words.next().unwrap_or("-").to_string();
+                    table.policies.push((name.to_string(), policy));
                 }
             } else if line.starts_with("-A ") {
                 table.rules.push(line.to_string());
@@ -96,16 +102,86 @@ impl SaveState {
     /// the rendered chains exist with the rendered rules and one jump each, and no other
     /// own chain exists.
     pub fn matches(&self, ruleset: &Ruleset) -> bool {
-        OwnChain::ALL.iter().all(|&c| {
-            if ruleset.has(c) {
-                self.has_chain(c)
-                    && (c.hook().is_none() || self.jump_count(c) == 1)
-                    && self.chain_rules(c) == ruleset.rules(c)
-            } else {
-                !self.has_chain(c) && self.jump_count(c) == 0
-            }
-        })
+        self.matches_target(&target_of(ruleset))
     }
+
+    /// [`SaveState::matches`] for any [`Target`].
+    pub fn matches_target(&self, target: &Target) -> bool {
+        OwnChain::ALL
+            .iter()
+            .all(|&c| match target_rules(target, c) {
+                Some(rules) => {
+                    self.has_chain(c)
+                        && (c.hook().is_none() || self.jump_count(c) == 1)
+                        && self.chain_rules(c) == rules
+                }
+                None => !self.has_chain(c) && self.jump_count(c) == 0,
+            })
+    }
+
+    /// The own chains that exist now, each with its rules: what a rollback restores.
+    pub fn own_chains(&self) -> Target {
+        OwnChain::ALL
+            .into_iter()
+            .filter(|&c| self.has_chain(c))
+            .map(|c| {
+                (
+                    c,
+                    self.chain_rules(c)
+                        .into_iter()
+                        .map(str::to_string)
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// Returns true if and only if `table` holds nothing: no rule, no user-defined
+    /// chain, every built-in chain with policy ACCEPT (as far as `iptables-save` can
+    /// tell; with nf_tables, [`super::lifecycle`] asks `nft` itself before deleting).
+    pub fn table_is_empty(&self, table: &str) -> bool {
+        self.tables
+            .get(table)
+            .is_some_and(|t| t.rules.is_empty() && t.policies.iter().all(|(_, p)| p == "ACCEPT"))
+    }
+}
+
+/// What the own chains of one family should hold: each chain that should exist, with
+/// its rules in order (possibly none). Chains not listed should not exist.
+pub type Target = Vec<(OwnChain, Vec<String>)>;
+
+/// The target `ruleset` renders: its chains that have rules.
+pub fn target_of(ruleset: &Ruleset) -> Target {
+    OwnChain::ALL
+        .into_iter()
+        .filter(|&c| ruleset.has(c))
+        .map(|c| (c, ruleset.rules(c).to_vec()))
+        .collect()
+}
+
+fn target_rules(target: &Target, chain: OwnChain) -> Option<&[String]> {
+    target
+        .iter()
+        .find(|(c, _)| *c == chain)
+        .map(|(_, r)| r.as_slice())
+}
+
+/// The tables a restore `script` writes to (`*table` lines), in order.
+pub fn script_tables(script: &str) -> Vec<String> {
+    script
+        .lines()
+        .filter_map(|l| l.strip_prefix('*'))
+        .map(|t| t.trim().to_string())
+        .collect()
+}
+
+/// The tables committing `script` creates: those it writes to that `before` lacks.
+/// (`iptables-save` prints exactly the tables that exist; `--test` creates none.)
+pub fn tables_created(before: &SaveState, script: &str) -> Vec<String> {
+    script_tables(script)
+        .into_iter()
+        .filter(|t| !before.tables.contains_key(t))
+        .collect()
 }
 
 /// Lines that delete nfqwall's jumps to `chain`, then the chain itself.
@@ -151,23 +227,43 @@ fn transaction(header: &str, per_table: BTreeMap<&str, Vec<String>>) -> Option<S
 /// own chains the ruleset no longer renders are unhooked, flushed and deleted. All
 /// in one transaction: the kernel sees the old ruleset or the new one, never a mix.
 pub fn plan_install(ruleset: &Ruleset, state: &SaveState) -> Option<String> {
-    if state.matches(ruleset) {
+    let header = format!(
+        "# nfqwall rules install: {} transaction\n",
+        ruleset.family.name()
+    );
+    plan_target(&target_of(ruleset), state, &header)
+}
+
+/// The transaction that makes the own chains of `state` equal to `target`, as
+/// [`plan_install`] does for a rendered ruleset (a rollback uses it to put back the
+/// own chains a failed transaction found); `None` if they already are.
+pub fn plan_target(target: &Target, state: &SaveState, header: &str) -> Option<String> {
+    if state.matches_target(target) {
         return None;
     }
+    let wanted: Vec<OwnChain> = OwnChain::ALL
+        .into_iter()
+        .filter(|&c| target_rules(target, c).is_some())
+        .collect();
     let mut per_table: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for chain in OwnChain::ALL {
         let lines = per_table.entry(chain.table()).or_default();
-        if ruleset.has(chain) {
+        if wanted.contains(&chain) {
             lines.push(format!(":{} - [0:0]", chain.name()));
         } else {
             delete_lines(state, chain, lines);
         }
     }
-    for chain in OwnChain::ALL.into_iter().filter(|c| ruleset.has(*c)) {
+    for &chain in &wanted {
         let lines = per_table.entry(chain.table()).or_default();
-        lines.extend(ruleset.rules(chain).iter().cloned());
+        lines.extend(
+            target_rules(target, chain)
+                .unwrap_or_default()
+                .iter()
+                .cloned(),
+        );
     }
-    for chain in OwnChain::ALL.into_iter().filter(|c| ruleset.has(*c)) {
+    for &chain in &wanted {
         let Some(hook) = chain.hook() else {
             continue;
         };
@@ -181,11 +277,7 @@ pub fn plan_install(ruleset: &Ruleset, state: &SaveState) -> Option<String> {
             }
         }
     }
-    let header = format!(
-        "# nfqwall rules install: {} transaction\n",
-        ruleset.family.name()
-    );
-    transaction(&header, per_table)
+    transaction(header, per_table)
 }
 
 /// The transaction that deletes nfqwall's jumps and own chains from `state`, and
