@@ -45,17 +45,65 @@ enum Fault {
     /// Enforce, queue thread frozen until the backlog made the daemon shed; the
     /// probes are queued among the shed packets, then the thread thaws.
     Shedding,
+    /// The same with `daemon.fail_open_invalid = "accept"`: unjudged INVALID packets
+    /// may be accepted uninspected (that is what the key is for), but unjudged NEW
+    /// ones must still meet the host's rules.
+    SheddingFailOpenAccept,
 }
 
-/// The probes: (name, flags, data bytes). None belongs to a flow.
-const NO_FLOW_PROBES: [(&str, &str, u32); 7] = [
-    ("ACK", "A", 0),
-    ("ACK+data", "PA", 64),
-    ("FIN+ACK", "FA", 0),
-    ("RST", "R", 0),
-    ("SYN+FIN", "SF", 0),
-    ("no flags", "", 0),
-    ("SYN", "S", 0),
+/// A probe for no known flow: name, TCP flags, data bytes, and whether conntrack
+/// (be_liberal = 0, loose pick-up on, the kernel default) calls it INVALID: an ACK
+/// without a flow is picked up as NEW, a FIN, RST or odd flags without one are INVALID.
+struct NoFlow {
+    name: &'static str,
+    flags: &'static str,
+    data: u32,
+    invalid: bool,
+}
+
+const NO_FLOW_PROBES: [NoFlow; 7] = [
+    NoFlow {
+        name: "ACK",
+        flags: "A",
+        data: 0,
+        invalid: false,
+    },
+    NoFlow {
+        name: "ACK+data",
+        flags: "PA",
+        data: 64,
+        invalid: false,
+    },
+    NoFlow {
+        name: "FIN+ACK",
+        flags: "FA",
+        data: 0,
+        invalid: true,
+    },
+    NoFlow {
+        name: "RST",
+        flags: "R",
+        data: 0,
+        invalid: true,
+    },
+    NoFlow {
+        name: "SYN+FIN",
+        flags: "SF",
+        data: 0,
+        invalid: true,
+    },
+    NoFlow {
+        name: "no flags",
+        flags: "",
+        data: 0,
+        invalid: true,
+    },
+    NoFlow {
+        name: "SYN",
+        flags: "S",
+        data: 0,
+        invalid: false,
+    },
 ];
 
 fn closed_port_stays_closed(fault: Fault, prefix: &str) {
@@ -65,26 +113,35 @@ fn closed_port_stays_closed(fault: Fault, prefix: &str) {
         Fault::NoNfqwall => {}
         Fault::LogOnly => h.start_daemon(Some(&config("log-only", "", ""))),
         Fault::BuiltinDefault => h.start_daemon(None),
+        Fault::SheddingFailOpenAccept => h.start_daemon(Some(&config(
+            "enforce",
+            "queue_maxlen = 64\nfail_open_invalid = \"accept\"",
+            "",
+        ))),
         _ => h.start_daemon(Some(&enforce)),
     }
-    let probes: Vec<(Probe, &str, u32)> = NO_FLOW_PROBES
+    let shedding = matches!(fault, Fault::Shedding | Fault::SheddingFailOpenAccept);
+    let probes: Vec<(Probe, &NoFlow)> = NO_FLOW_PROBES
         .iter()
         .enumerate()
-        .map(|(i, (name, flags, data))| {
-            let p = h.probe(&format!("{name} to {CLOSED}"), V4, 20001 + i as u16, CLOSED);
-            (p, *flags, *data)
+        .map(|(i, f)| {
+            let name = format!("{} to {CLOSED}", f.name);
+            (h.probe(&name, V4, 20001 + i as u16, CLOSED), f)
         })
         .collect();
     let packets: Vec<_> = probes
         .iter()
-        .map(|(p, flags, data)| p.packet(flags, 1_000_000, 2_000_000, *data))
+        .map(|(p, f)| p.packet(f.flags, 1_000_000, 2_000_000, f.data))
         .collect();
 
     match fault {
         Fault::Sigkill => {
             h.kill_daemon();
             let rules = h.pair.server.sh_out("iptables-save");
-            assert!(rules.contains("NFQUEUE"), "rules gone after SIGKILL:\n{rules}");
+            assert!(
+                rules.contains("NFQUEUE"),
+                "rules gone after SIGKILL:\n{rules}"
+            );
         }
         Fault::SigstopFullQueue => {
             h.signal("STOP");
@@ -95,12 +152,12 @@ fn closed_port_stays_closed(fault: Fault, prefix: &str) {
                 h.queue_total()
             );
         }
-        Fault::Shedding => {
+        _ if shedding => {
             h.freeze_queue_thread();
             h.flood(V4, CLOSED, 40, 2000);
-            let shedding = support::wait_until(5, || h.stats()["queues"][0]["shedding"] == true);
+            let on = support::wait_until(5, || h.stats()["queues"][0]["shedding"] == true);
             assert!(
-                shedding,
+                on,
                 "harness: no shedding with 40 of 64 queued: {}",
                 h.stats()
             );
@@ -108,7 +165,7 @@ fn closed_port_stays_closed(fault: Fault, prefix: &str) {
         _ => {}
     }
     h.send(&packets);
-    if fault == Fault::Shedding {
+    if shedding {
         // More behind the probes, so shedding lasts past them whenever the daemon
         // samples the backlog; then let the thread go.
         h.flood(V4, CLOSED, 10, 2000);
@@ -122,22 +179,30 @@ fn closed_port_stays_closed(fault: Fault, prefix: &str) {
             h.stats()
         );
     }
-    for (p, _, _) in &probes {
+    for (p, _) in &probes {
         h.assert_arrived(p);
     }
-    if fault != Fault::SigstopFullQueue {
-        h.settle();
-    } else {
+    if fault == Fault::SigstopFullQueue {
+        // The queue stays full: nothing to wait for but the packets' way in.
         std::thread::sleep(std::time::Duration::from_millis(300));
+    } else {
+        h.settle();
     }
     let mut failures = Vec::new();
-    for (p, _, _) in &probes {
+    for (p, f) in &probes {
         let s = h.seen(p);
-        if s.reached_tcp != 0 || s.answered != 0 {
+        if s.ct_invalid != u64::from(f.invalid) {
             failures.push(format!(
-                "{}: got past the host's rules: {s:?}",
-                p.name
+                "harness: conntrack did not classify {} as expected (INVALID: {}): {s:?}",
+                p.name, f.invalid
             ));
+        }
+        if fault == Fault::SheddingFailOpenAccept && f.invalid {
+            // Unjudged INVALID packets may be accepted uninspected in this mode.
+            continue;
+        }
+        if s.reached_tcp != 0 || s.answered != 0 {
+            failures.push(format!("{}: got past the host's rules: {s:?}", p.name));
         }
     }
     if h.connect(V4, CLOSED, None, 2) {
@@ -203,6 +268,13 @@ fn closed_port_stays_closed_while_shedding() {
     }
 }
 
+#[test]
+fn closed_port_stays_closed_while_shedding_fail_open_invalid_accept() {
+    if support::require_root("closed_port_stays_closed_while_shedding_fail_open_invalid_accept") {
+        closed_port_stays_closed(Fault::SheddingFailOpenAccept, "hca");
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Issue 8 (and issue 7's log-only case): forged packets on live connections.
 // ---------------------------------------------------------------------------------
@@ -212,7 +284,12 @@ const RST_NO_STATE: &[&str] = &["rst_no_state", "no_state"];
 /// ... with the flow table full as well.
 const RST_TABLE_FULL: &[&str] = &["flow_table_full", "rst_no_state", "no_state"];
 /// ... on a flow whose SYN nfqwall saw (or whose state it has since let go).
-const RST_SEEN_SYN: &[&str] = &["rst_out_of_window", "not_proven_benign", "rst_no_state", "no_state"];
+const RST_SEEN_SYN: &[&str] = &[
+    "rst_out_of_window",
+    "not_proven_benign",
+    "rst_no_state",
+    "no_state",
+];
 /// A forged data segment far outside the window of a flow nfqwall tracks.
 const DATA_OUT_OF_WINDOW: &[&str] = &["seq_far_outside_window", "not_proven_benign"];
 /// A RST that fits only the window a forged segment would have taught.
@@ -237,8 +314,11 @@ fn forge_rsts(
         let s = h.seen(&p);
         if s.reached_tcp != 0 {
             failures.push(format!(
-                "{}: reached the server's TCP past the host's rules: {s:?} (victim seq/ack {sniffed})",
-                p.name
+                "{}: reached the server's TCP past the host's rules: {} (victim seq {}, ack {})",
+                p.name,
+                s.on_connection(),
+                sniffed["seq"],
+                sniffed["ack"]
             ));
         }
         let e = h.wait_event(&p, skip, v.family.header_len());
@@ -334,7 +414,11 @@ fn forged_rst_with_flow_table_full_enforce() {
     h.start_daemon(Some(&config("enforce", "", "max_flows = 32")));
     h.flood(V4, CLOSED, 100, 1000);
     let full = support::wait_until(5, || h.stats()["flows"].as_u64().unwrap_or(0) >= 32);
-    assert!(full, "harness: the flood did not fill the flow table: {}", h.stats());
+    assert!(
+        full,
+        "harness: the flood did not fill the flow table: {}",
+        h.stats()
+    );
     let failures = forge_rsts(&h, &v, &RST_OFFSETS, RST_TABLE_FULL, true);
     v.assert_survived("flow table full");
     assert!(
@@ -362,7 +446,11 @@ fn forged_data_then_rst_cannot_teach_enforce() {
     h.settle();
     let s = h.seen(&data);
     if s.reached_tcp != 0 {
-        failures.push(format!("{}: reached the server's TCP: {s:?}", data.name));
+        failures.push(format!(
+            "{}: reached the server's TCP: {}",
+            data.name,
+            s.on_connection()
+        ));
     }
     let e = h.wait_event(&data, skip, V4.header_len() + 100);
     failures.extend(check_reason(&data, e.as_ref(), DATA_OUT_OF_WINDOW, true));
@@ -405,11 +493,13 @@ fn spoofed_ack_then_real_connection_succeeds_enforce() {
         .skip(skip)
         .filter(|e| e["event"] == "packet" && e["sport"] == port && e["verdict"] == "drop")
         .collect();
+    let drops: Vec<String> = drops.iter().map(|e| e.to_string()).collect();
     assert!(
         ok == 1 && drops.is_empty(),
         "the real connection from {}:{port} after a spoofed ACK failed (ok={ok}); \
-         nfqwall dropped: {drops:?}",
-        V4.client()
+         nfqwall dropped:\n  {}",
+        V4.client(),
+        drops.join("\n  ")
     );
 }
 
@@ -431,7 +521,13 @@ fn forged_rst_right_after_syn_dropped_enforce() {
     let s = h.seen(&p);
     let e = h.wait_event(&p, skip, V4.header_len());
     v.assert_survived("control");
-    assert_eq!(s.reached_tcp, 0, "{}: reached TCP: {s:?}", p.name);
+    assert_eq!(
+        s.reached_tcp,
+        0,
+        "{}: reached TCP: {}",
+        p.name,
+        s.on_connection()
+    );
     let e = e.unwrap_or_else(|| panic!("{}: no event", p.name));
     assert_eq!(e["reason"], "rst_out_of_window", "{e}");
     assert_eq!(e["verdict"], "drop", "{e}");

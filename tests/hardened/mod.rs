@@ -9,6 +9,8 @@
 //! - `netdev` ingress on the veth at priority -500: the packet arrived (a probe that
 //!   never arrives is a broken test and fails loudly, never passes);
 //! - `inet` input at priority 1000: past every filter table, it reached the server's TCP;
+//! - `inet` prerouting at priority -150 (after conntrack): conntrack called it
+//!   INVALID (what the host's `--ctstate INVALID -j DROP` will see);
 //! - `inet` output: the server answered it (for probes to a port, not on a live
 //!   connection, where the server sends anyway).
 //!
@@ -134,15 +136,38 @@ impl Probe {
 }
 
 /// How far a probe got, from the observers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub struct Seen {
     /// Counted at the veth's ingress: it arrived.
     pub arrived: u64,
     /// Counted at input priority 1000: it reached the server's TCP.
     pub reached_tcp: u64,
+    /// Counted after conntrack with `ct state invalid`.
+    pub ct_invalid: u64,
     /// Packets the server sent back to the probe's source port from its destination
     /// port (meaningful only for probes outside a live connection).
     pub answered: u64,
+}
+
+impl std::fmt::Debug for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "arrived {}, conntrack INVALID {}, reached TCP {}, answered {}",
+            self.arrived, self.ct_invalid, self.reached_tcp, self.answered
+        )
+    }
+}
+
+impl Seen {
+    /// The counts that mean something on a live connection (where the server sends
+    /// to the probe's port anyway).
+    pub fn on_connection(&self) -> String {
+        format!(
+            "arrived {}, conntrack INVALID {}, reached TCP {}",
+            self.arrived, self.ct_invalid, self.reached_tcp
+        )
+    }
 }
 
 /// The nfqwall config: `[daemon]` with `mode` and `daemon_extra` lines, `[engine]` with
@@ -178,8 +203,7 @@ impl Freezer {
         std::fs::write(f.dir.join("tasks"), tid.to_string()).expect("move thread to freezer");
         std::fs::write(f.dir.join("freezer.state"), "FROZEN").expect("freeze");
         let frozen = wait_until(5, || {
-            std::fs::read_to_string(f.dir.join("freezer.state")).unwrap_or_default()
-                == "FROZEN\n"
+            std::fs::read_to_string(f.dir.join("freezer.state")).unwrap_or_default() == "FROZEN\n"
         });
         assert!(frozen, "harness: thread {tid} did not freeze");
         f
@@ -193,10 +217,7 @@ impl Freezer {
 impl Drop for Freezer {
     fn drop(&mut self) {
         self.thaw();
-        let _ = std::fs::write(
-            Path::new(Freezer::ROOT).join("tasks"),
-            self.tid.to_string(),
-        );
+        let _ = std::fs::write(Path::new(Freezer::ROOT).join("tasks"), self.tid.to_string());
         for _ in 0..50 {
             if std::fs::remove_dir(&self.dir).is_ok() {
                 break;
@@ -311,6 +332,7 @@ impl Host {
                chain arrived { type filter hook ingress device \"veth-s\" priority -500; policy accept; }\n\
              }\n\
              table inet nfqwtest {\n\
+               chain classified { type filter hook prerouting priority -150; policy accept; }\n\
                chain reached { type filter hook input priority 1000; policy accept; }\n\
                chain answered { type filter hook output priority 1000; policy accept; }\n\
              }\n\
@@ -327,7 +349,10 @@ impl Host {
             let l = s.sh_out("ss -ltnH");
             l.contains(&format!(":{SERVICE} ")) && l.contains(&format!(":{CLOSED} "))
         });
-        assert!(ok, "harness: the service or the closed-port listener did not start");
+        assert!(
+            ok,
+            "harness: the service or the closed-port listener did not start"
+        );
         h
     }
 
@@ -372,6 +397,7 @@ impl Host {
         let c = format!("counter comment \"{}\"", p.label());
         self.pair.server.sh(&format!(
             "nft add rule netdev nfqwtest arrived {key} {c} && \
+             nft add rule inet nfqwtest classified {key} ct state invalid {c} && \
              nft add rule inet nfqwtest reached {key} {c} && \
              nft add rule inet nfqwtest answered {answer} {c}"
         ));
@@ -383,7 +409,10 @@ impl Host {
         let label = p.label();
         let mut s = Seen::default();
         for table in ["netdev nfqwtest", "inet nfqwtest"] {
-            let text = self.pair.server.sh_out(&format!("nft -j list table {table}"));
+            let text = self
+                .pair
+                .server
+                .sh_out(&format!("nft -j list table {table}"));
             let v: Value = serde_json::from_str(&text).expect("nft -j output");
             for item in v["nftables"].as_array().unwrap() {
                 let rule = &item["rule"];
@@ -398,6 +427,7 @@ impl Host {
                     .sum();
                 match rule["chain"].as_str().unwrap() {
                     "arrived" => s.arrived += n,
+                    "classified" => s.ct_invalid += n,
                     "reached" => s.reached_tcp += n,
                     "answered" => s.answered += n,
                     other => panic!("unknown observer chain {other}"),
@@ -446,7 +476,11 @@ impl Host {
     /// Sniffs one segment of `v` from the client, then sends `p` on that connection:
     /// `flags`, seq = the client's seq + `seq_off`, the client's ack, `data` bytes.
     pub fn forge(&self, v: &Victim, p: &Probe, flags: &str, seq_off: u64, data: u32) -> Value {
-        assert_eq!((p.sport, p.dport), (v.lport, SERVICE), "probe not on the victim");
+        assert_eq!(
+            (p.sport, p.dport),
+            (v.lport, SERVICE),
+            "probe not on the victim"
+        );
         let r = self.py(
             "forge",
             &json!({
@@ -514,7 +548,10 @@ impl Host {
                 .trim()
                 .is_empty()
         });
-        assert!(up, "harness: victim connection from port {lport} not established");
+        assert!(
+            up,
+            "harness: victim connection from port {lport} not established"
+        );
         Victim {
             family,
             lport,
@@ -684,9 +721,17 @@ impl Host {
 /// Checks that `event` (about forged packet `p`) names one of `allowed` reasons and,
 /// in enforce mode, did not vouch for it: dropped, or passed on to the host's rules.
 /// Returns a complaint, or `None` if it is right.
-pub fn check_reason(p: &Probe, event: Option<&Value>, allowed: &[&str], enforce: bool) -> Option<String> {
+pub fn check_reason(
+    p: &Probe,
+    event: Option<&Value>,
+    allowed: &[&str],
+    enforce: bool,
+) -> Option<String> {
     let Some(e) = event else {
-        return Some(format!("{}: no packet event (expected one of {allowed:?})", p.name));
+        return Some(format!(
+            "{}: no packet event (expected one of {allowed:?})",
+            p.name
+        ));
     };
     let reason = e["reason"].as_str().unwrap_or("null");
     if !allowed.contains(&reason) {
