@@ -251,15 +251,19 @@ impl Victim {
         )
     }
 
-    /// Asserts the victim survived: curl ended well with every byte.
-    pub fn assert_survived(self, what: &str) {
+    /// Waits for the download; returns a complaint unless it ended well with every
+    /// byte (the victim survived).
+    pub fn survived(self) -> Option<String> {
         let expected = self.expected;
+        let lport = self.lport;
         let (ok, bytes, err) = self.finish();
-        assert!(
-            ok && bytes == expected,
-            "{what}: the victim connection did not survive: curl ok={ok}, {bytes} of \
-             {expected} bytes ({err})"
-        );
+        (!(ok && bytes == expected)).then(|| {
+            format!(
+                "the victim connection from port {lport} did not survive: curl ok={ok}, \
+                 {bytes} of {expected} bytes ({})",
+                err.trim()
+            )
+        })
     }
 }
 
@@ -624,7 +628,7 @@ impl Host {
         let ok = wait_until(20, || self.events().iter().any(|e| e["event"] == "start"));
         if !ok {
             let err = std::fs::read_to_string(self.path("stderr.txt")).unwrap_or_default();
-            panic!("harness: nfqwall did not start: {err}");
+            panic!("nfqwall did not start: {err}");
         }
         let rules = self.pair.server.sh_out("iptables-save");
         assert!(
