@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
 
 packages=(
   iptables iproute2 iputils-ping ethtool conntrack tcpdump tshark curl socat
-  dnsmasq-base dnsutils dnsperf iperf3 nftables python3 systemd
+  dnsmasq-base dnsutils dnsperf iperf3 nftables python3 python3-scapy systemd
   libnetfilter-queue-dev pkg-config
 )
 missing=()
