@@ -197,13 +197,36 @@ fn loop_result(mut g: Guarded) -> (u32, u32) {
     (it.next().unwrap(), it.next().unwrap())
 }
 
-/// iptables lines queueing NEW and INVALID TCP to `port` on queue 0, both families.
+/// The chain `NFQ-T` in the mangle table of `tool` (`iptables` or `ip6tables`):
+/// writes the packet's conntrack state into nfqwall's default state bits, as
+/// `nfqwall rules print` renders it, then queues it on queue 0.
+fn state_chain(tool: &str) -> String {
+    let mark = |state: &str, code: u32| {
+        format!(
+            "{tool} -t mangle -A NFQ-T -m conntrack --ctstate {state} \
+             -j MARK --set-xmark {:#x}/0xe000000",
+            code << 25
+        )
+    };
+    format!(
+        "{tool} -t mangle -N NFQ-T && {} && {} && {} && {} && \
+         {tool} -t mangle -A NFQ-T -j NFQUEUE --queue-num 0 --queue-bypass",
+        mark("INVALID", 1),
+        mark("NEW", 2),
+        mark("ESTABLISHED", 3),
+        mark("UNTRACKED", 5)
+    )
+}
+
+/// iptables lines queueing NEW and INVALID TCP to `port` on queue 0 from mangle
+/// INPUT, both families, with the state written into the mark.
 fn queue_tcp(port: u16) -> String {
     format!(
-        "iptables -A INPUT -p tcp --dport {port} -m conntrack --ctstate NEW,INVALID \
-         -j NFQUEUE --queue-num 0 --queue-bypass && \
-         ip6tables -A INPUT -p tcp --dport {port} -m conntrack --ctstate NEW,INVALID \
-         -j NFQUEUE --queue-num 0 --queue-bypass"
+        "{} && {} && \
+         iptables -t mangle -A INPUT -p tcp --dport {port} -m conntrack --ctstate NEW,INVALID -j NFQ-T && \
+         ip6tables -t mangle -A INPUT -p tcp --dport {port} -m conntrack --ctstate NEW,INVALID -j NFQ-T",
+        state_chain("iptables"),
+        state_chain("ip6tables")
     )
 }
 
@@ -383,7 +406,7 @@ fn live_sigstop_fails_open_then_resumes_on_sigcont() {
         return;
     }
     let rules = format!(
-        "{} && iptables -A INPUT -p udp --dport 9 -j NFQUEUE --queue-num 0 --queue-bypass",
+        "{} && iptables -t mangle -A INPUT -p udp --dport 9 -j NFQ-T",
         queue_tcp(80)
     );
     let mut w = Live::new("stop", &rules);
@@ -486,11 +509,13 @@ fn live_dns_untracked_service_with_dnsmasq_and_dig() {
     if !support::require_root("live_dns_untracked_service_with_dnsmasq_and_dig") {
         return;
     }
-    let rules = "iptables -t raw -A PREROUTING -p udp --dport 53 -j CT --notrack && \
-                 iptables -t raw -A OUTPUT -p udp --sport 53 -j CT --notrack && \
-                 iptables -A INPUT -p udp --dport 53 -m conntrack --ctstate UNTRACKED \
-                 -j NFQUEUE --queue-num 0 --queue-bypass";
-    let mut w = Live::new("dns", rules);
+    let rules = format!(
+        "iptables -t raw -A PREROUTING -p udp --dport 53 -j CT --notrack && \
+         iptables -t raw -A OUTPUT -p udp --sport 53 -j CT --notrack && {} && \
+         iptables -t mangle -A INPUT -p udp --dport 53 -m conntrack --ctstate UNTRACKED -j NFQ-T",
+        state_chain("iptables")
+    );
+    let mut w = Live::new("dns", &rules);
     w.write_config(
         "[daemon]\nmode = \"enforce\"\nlog = \"@LOG@\"\nlog_rate_per_reason = 1000\n\
          [[service]]\nname = \"dns\"\nprotocol = \"udp\"\nports = [53]\nstateless = true\n\
@@ -615,10 +640,13 @@ fn live_rule_mark_is_set_on_the_packet() {
         return;
     }
     // Queue in mangle PREROUTING so that filter INPUT, a later hook, sees the mark.
-    let rules = "iptables -t mangle -A PREROUTING -p tcp --dport 80 -m conntrack \
-                 --ctstate NEW,INVALID -j NFQUEUE --queue-num 0 --queue-bypass && \
-                 iptables -A INPUT -p tcp --dport 80 -m mark --mark 0x10 -j ACCEPT";
-    let mut w = Live::new("mark", rules);
+    let rules = format!(
+        "{} && iptables -t mangle -A PREROUTING -p tcp --dport 80 -m conntrack \
+         --ctstate NEW,INVALID -j NFQ-T && \
+         iptables -A INPUT -p tcp --dport 80 -m mark --mark 0x10 -j ACCEPT",
+        state_chain("iptables")
+    );
+    let mut w = Live::new("mark", &rules);
     w.write_config(&web_config(
         "enforce",
         "",

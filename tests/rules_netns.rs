@@ -106,12 +106,14 @@ fn roundtrip(backend: &str) {
         let printed = nfqwall(&ns, &["rules", "print", "--config", &dns, "--family", fam]);
         let printed = String::from_utf8(printed.stdout).unwrap();
         assert_eq!(own_rules(saved), own_rules(&printed), "{backend} {fam}");
-        // Two NOTRACK rules, the pass-mark return, the two simple drop rules rendered
-        // for the kernel, and the two NFQUEUE rules (udp and tcp).
-        assert_eq!(own_rules(saved).len(), 7, "{backend} {fam}: {saved}");
+        // Two NOTRACK rules; in mangle the mark clearing, the two simple drop rules
+        // rendered for the kernel and the two queue rules (udp and tcp), and the five
+        // state marks and the NFQUEUE rule; in filter the counter and the vouch accept.
+        assert_eq!(own_rules(saved).len(), 15, "{backend} {fam}: {saved}");
         for jump in [
             "-A PREROUTING -j NFQWALL-RAW-PRE\n-A PREROUTING -p udp",
             "-A OUTPUT -j NFQWALL-RAW-OUT",
+            "-A INPUT -j NFQWALL-MANGLE-IN\n",
             "-A INPUT -j NFQWALL-IN\n-A INPUT -s ",
         ] {
             assert_eq!(saved.matches(jump).count(), 1, "{backend} {fam}: {jump}");
@@ -146,21 +148,27 @@ fn roundtrip(backend: &str) {
     );
     let dry = nfqwall(&ns, &[&["rules", "remove", "--dry-run"][..], &b].concat());
     let dry = String::from_utf8_lossy(&dry.stdout);
-    assert_eq!(dry.matches("-X NFQWALL-").count(), 6, "{dry}");
+    // Per family: two raw chains, two mangle chains, one filter chain.
+    assert_eq!(dry.matches("-X NFQWALL-").count(), 10, "{dry}");
     assert_eq!(save_both(&ns, backend), once, "{backend}: dry run changed");
 
     // Install another config over it: the stale raw chains go, INPUT is refilled.
     nfqwall_ok(&ns, &["rules", "install", "--backend", backend]);
     let default = save_both(&ns, backend);
     assert!(!default.0.contains("NFQWALL-RAW") && !default.1.contains("NFQWALL-RAW"));
+    let printed = nfqwall(&ns, &["rules", "print", "--family", "ipv4"]);
     assert_eq!(
         own_rules(&default.0),
-        [
-            "-A NFQWALL-IN -m mark --mark 0x100000/0x100000 -j RETURN",
-            "-A NFQWALL-IN -p tcp -m conntrack --ctstate INVALID,NEW -m comment --comment all-tcp -j NFQUEUE --queue-num 0 --queue-bypass"
-        ]
+        own_rules(&String::from_utf8(printed.stdout).unwrap())
     );
-    assert_eq!(default.0.matches("-j NFQWALL-IN").count(), 1);
+    assert!(own_rules(&default.0).contains(
+        &"-A NFQWALL-MANGLE-IN -p tcp -m conntrack --ctstate INVALID,NEW -m comment --comment all-tcp -j NFQWALL-QUEUE".to_string()
+    ));
+    assert_eq!(default.0.matches("-A INPUT -j NFQWALL-IN\n").count(), 1);
+    assert_eq!(
+        default.0.matches("-A INPUT -j NFQWALL-MANGLE-IN\n").count(),
+        1
+    );
 
     // Remove: exactly as before; removing again is a no-op success.
     nfqwall_ok(
@@ -259,7 +267,7 @@ fn remove_on_a_pristine_namespace_leaves_no_rule_or_chain() {
             assert!(after.0.contains("*raw") && after.0.contains("*filter"));
             assert_eq!(
                 ns.sh_out("cat /proc/net/ip_tables_names | sort"),
-                "filter\nraw\n"
+                "filter\nmangle\nraw\n"
             );
         }
     }
