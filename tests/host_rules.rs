@@ -334,7 +334,7 @@ const RST_OFFSETS: [(&str, u64); 2] = [("+2^31", 1 << 31), ("+2^30", 1 << 30)];
 /// host. Either way they never reach TCP and the victim survives.
 fn forged_rst_on_preexisting_connection(family: Family, mode: &str, prefix: &str) {
     let mut h = Host::new(prefix);
-    let v = h.victim(family, 21001, 70);
+    let v = h.victim(family, 21001, 150);
     h.start_daemon(Some(&config(mode, "", "")));
     let before = h.invalid_drops(family);
     let mut failures = forge_rsts(&h, &v, &RST_OFFSETS, RST_NO_STATE, mode == "enforce");
@@ -390,7 +390,9 @@ fn forged_rst_after_syn_timeout_enforce() {
     }
     let mut h = Host::new("hidl");
     h.start_daemon(Some(&config("enforce", "", "timeouts = { syn = 2 }")));
-    let v = h.victim(V4, 21002, 90);
+    // 25 s of download: the victim must still be sending when the last RST is
+    // forged after the idle wait, also on a loaded machine.
+    let v = h.victim(V4, 21002, 250);
     // Idle (as nfqwall sees it: nothing more is queued) past the timeout and the
     // once-a-second expiry.
     std::thread::sleep(std::time::Duration::from_secs(4));
@@ -410,7 +412,7 @@ fn forged_rst_with_flow_table_full_enforce() {
         return;
     }
     let mut h = Host::new("hful");
-    let v = h.victim(V4, 21003, 90);
+    let v = h.victim(V4, 21003, 200);
     h.start_daemon(Some(&config("enforce", "", "max_flows = 32")));
     h.flood(V4, CLOSED, 100, 1000);
     let full = support::wait_until(5, || h.stats()["flows"].as_u64().unwrap_or(0) >= 32);
@@ -437,7 +439,7 @@ fn forged_data_then_rst_cannot_teach_enforce() {
     }
     let mut h = Host::new("hpoi");
     h.start_daemon(Some(&config("enforce", "", "")));
-    let v = h.victim(V4, 21004, 70);
+    let v = h.victim(V4, 21004, 150);
     let mut failures = Vec::new();
     let data = h.probe("data +2^30", V4, v.lport, SERVICE);
     let skip = h.events().len();
@@ -512,7 +514,7 @@ fn forged_rst_right_after_syn_dropped_enforce() {
     }
     let mut h = Host::new("hctl");
     h.start_daemon(Some(&config("enforce", "", "")));
-    let v = h.victim(V4, 21006, 40);
+    let v = h.victim(V4, 21006, 100);
     let p = h.probe("RST +2^31 right after the SYN", V4, v.lport, SERVICE);
     let skip = h.events().len();
     h.forge(&v, &p, "R", 1 << 31, 0);

@@ -266,7 +266,7 @@ impl RulesWorker {
                             if r.is_ok() {
                                 // At once, on this thread: the kernel's new rules and the
                                 // engine's new policy take effect together.
-                                engine.reload(&cfg);
+                                engine.reload(&*cfg);
                             }
                             Done::Replace(cfg, r)
                         }

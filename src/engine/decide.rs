@@ -1,6 +1,5 @@
 //! The engine proper: [`Engine::decide`] turns one packet into one [`Decision`].
 
-use crate::config::Config;
 use crate::engine::analysis::{SegmentInfo, Side};
 use crate::engine::flow::{secs, Flow, FlowKey, FlowTable, Lookup};
 use crate::engine::meta::{CtHint, CtState, PacketMeta};
@@ -9,6 +8,7 @@ use crate::engine::peers::PeerTable;
 use crate::engine::policy::{Action, Mode, Policy, PolicyOutcome, RuleId, RuleInput, ServiceId};
 use crate::engine::reason::{Class, Reason, REASON_KINDS};
 use crate::engine::sack_repair::{self, Learned, RepairTable};
+use crate::engine::spec::Setup;
 use crate::engine::tracker::{self, Segment, TcpTracker};
 use crate::wire::tcp_options::TcpOptions;
 use crate::wire::{self, ParseError, Transport};
@@ -235,12 +235,13 @@ impl Tracked {
 }
 
 impl Engine {
-    /// An engine for this configuration.
-    pub fn new(config: &Config) -> Engine {
+    /// An engine for this setup (a loaded [`crate::config::Config`]).
+    pub fn new<S: Setup + ?Sized>(setup: &S) -> Engine {
+        let limits = setup.limits();
         Engine {
-            policy: ArcSwap::from_pointee(Policy::compile(config)),
-            flows: FlowTable::new(config.engine.max_flows as usize, config.engine.timeouts),
-            peers: PeerTable::new(config.engine.max_peers as usize),
+            policy: ArcSwap::from_pointee(Policy::compile(setup)),
+            flows: FlowTable::new(limits.max_flows as usize, limits.timeouts),
+            peers: PeerTable::new(limits.max_peers as usize),
             repairs: RepairTable::new(MAX_REPAIRED_FLOWS),
             counters: Counters::new(),
         }
@@ -254,8 +255,8 @@ impl Engine {
     /// Replaces the rules (services, modes, rate limits) atomically: a packet is
     /// judged wholly by the old rules or wholly by the new. Flow state, peers and
     /// counters are kept; table bounds and timeouts stay as they were at start.
-    pub fn reload(&self, config: &Config) {
-        self.policy.store(Arc::new(Policy::compile(config)));
+    pub fn reload<S: Setup + ?Sized>(&self, setup: &S) {
+        self.policy.store(Arc::new(Policy::compile(setup)));
     }
 
     /// The flow table.

@@ -5,9 +5,9 @@
 //! doubling in whole entries (about 560 bytes per flow at a million flows, measured);
 //! here the hash index holds 4-byte slot numbers and the flows sit in fixed chunks.
 
-pub use crate::config::Timeouts;
 use crate::engine::analysis::StreamAnalysis;
 use crate::engine::patterns::Patterns;
+pub use crate::engine::spec::Timeouts;
 use crate::engine::tracker::{TcpState, TcpTracker};
 use core::hash::BuildHasher;
 use core::net::IpAddr;

@@ -17,6 +17,7 @@ pub mod rate;
 pub mod reason;
 pub mod sack_repair;
 pub mod seq;
+pub mod spec;
 pub mod tracker;
 
 pub use decide::{Decision, Disposition, Engine, SackRewrite, Tuple, Verdict};

@@ -1,4 +1,4 @@
-//! The stateless rule policy, compiled from a validated [`Config`] and evaluated per packet.
+//! The stateless rule policy, compiled from validated services ([`Setup`]) and evaluated per packet.
 //!
 //! Evaluation is a linear scan over precomputed matchers: find the first service whose
 //! protocol, destination port and destination address match; then walk its rules in
@@ -11,12 +11,12 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::config::{
-    Config, InterfaceMatch, LengthRange, PortRange, Protocol, Rule, RuleAction, Service,
-    TcpFlagMatch,
-};
 use crate::engine::meta::CtState;
 use crate::engine::rate::{BucketParams, RateLimiter, RateStats};
+use crate::engine::spec::{
+    InterfaceMatch, LengthRange, PortRange, Protocol, Rule, RuleAction, Service, Setup,
+    TcpFlagMatch,
+};
 
 /// Whether a verdict is applied or only reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -338,22 +338,23 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Compiles a validated config. Cannot fail: [`Config`] loading already checked
+    /// Compiles a validated setup. Cannot fail: config loading already checked
     /// everything, including that ids fit in `u16`. (A hand-built `Config` with more
     /// than 65535 services, or rules in one service, has the excess ignored, so that
     /// ids never wrap.)
-    pub fn compile(config: &Config) -> Policy {
+    pub fn compile<S: Setup + ?Sized>(setup: &S) -> Policy {
         let mut params = Vec::new();
-        let services = config
-            .services
+        let mode = setup.default_mode();
+        let services = setup
+            .services()
             .iter()
             .take(MAX_IDS)
-            .map(|s| compile_service(s, config.daemon.mode, &mut params))
+            .map(|s| compile_service(s, mode, &mut params))
             .collect();
         Policy {
             services,
-            default_mode: config.daemon.mode,
-            limiter: RateLimiter::new(params, config.engine.max_rate_sources as usize),
+            default_mode: mode,
+            limiter: RateLimiter::new(params, setup.limits().max_rate_sources as usize),
         }
     }
 
@@ -510,6 +511,7 @@ fn compile_service(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     const SYN: u8 = 0x02;

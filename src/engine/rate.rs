@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-use crate::config::RateLimit;
+use crate::engine::spec::RateLimit;
 
 /// Minimum packet time between two sweeps for refilled buckets.
 const SWEEP_INTERVAL_NS: u64 = 1_000_000_000;
@@ -215,7 +215,7 @@ fn take(p: &BucketParams, b: &mut Bucket, now_ns: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RatePeriod;
+    use crate::engine::spec::RatePeriod;
     use std::net::Ipv4Addr;
 
     const SEC: u64 = 1_000_000_000;

@@ -47,18 +47,17 @@ impl SeqNumber {
     }
 }
 
+/// Serial-number order (RFC 1982): `a < b` when `b - a` is positive as a signed 32-bit
+/// distance. It is only a partial order, and deliberately not `Ord`: two numbers exactly
+/// 2^31 apart are unordered, and the relation is not transitive around the circle, so
+/// sequence numbers cannot be sorted or used as ordered-map keys, and are compared only
+/// when known to be near each other.
 impl PartialOrd for SeqNumber {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-/// Serial-number order. Not a total order over all of u32 (a and a+2^31 compare
-/// `Greater` both ways round), which is why sequence numbers are compared only through
-/// this type and only when known to be near each other.
-impl Ord for SeqNumber {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.diff(*other).cmp(&0)
+        match self.diff(*other) {
+            i32::MIN => None,
+            d => Some(d.cmp(&0)),
+        }
     }
 }
 
@@ -108,6 +107,15 @@ mod tests {
         assert!(near_end < after_wrap);
         assert_eq!(after_wrap - near_end, 20);
         assert_eq!(near_end - after_wrap, -20);
+    }
+
+    #[test]
+    fn numbers_half_the_space_apart_are_unordered() {
+        let a = SeqNumber(5);
+        let b = SeqNumber(5u32.wrapping_add(1 << 31));
+        assert_eq!(a.partial_cmp(&b), None);
+        assert_eq!(b.partial_cmp(&a), None);
+        assert!(a < SeqNumber(5u32.wrapping_add((1 << 31) - 1)));
     }
 
     #[test]

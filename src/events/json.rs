@@ -2,7 +2,7 @@
 
 use super::PacketEvent;
 use crate::engine::policy::Policy;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// Formats ns since the epoch as RFC 3339 UTC with microseconds:
 /// `2024-05-01T12:34:56.789012Z`.
@@ -35,87 +35,64 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// The name of an IP protocol number.
-pub fn proto_name(p: u8) -> Value {
-    match p {
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        1 => "icmp".into(),
-        58 => "icmpv6".into(),
-        n => n.into(),
-    }
-}
-
-/// One `packet` event line. `policy` names the service and rules; `iface` is the
-/// input interface's name, if resolved.
-pub fn packet_json(ev: &PacketEvent, policy: &Policy, iface: Option<&str>) -> Value {
+/// One `packet` event line (without its newline): `ts`, `event`, `queue`, the fields
+/// replay's per-packet output has too ([`crate::render::decision_fields`], one
+/// renderer for both), then the live daemon's own: `class`, `len`, `in_iface`,
+/// `log_rule`, `mark`, `peer`, `patterns` and `sack_repaired`. `policy` names the
+/// service and rules; `iface` is the input interface's name, if resolved.
+pub fn packet_json(ev: &PacketEvent, policy: &Policy, iface: Option<&str>) -> String {
+    use crate::render::{decision_fields, json_string};
+    use std::fmt::Write as _;
     let d = &ev.decision;
-    let mut m = Map::new();
-    m.insert("ts".into(), format_ts(ev.wall_ns).into());
-    m.insert("event".into(), "packet".into());
-    m.insert("queue".into(), ev.queue.into());
-    m.insert("verdict".into(), ev.verdict.name().into());
-    m.insert("would_drop".into(), d.would_drop.into());
-    m.insert("would_accept".into(), d.would_accept.into());
-    m.insert("disposition".into(), d.disposition.name().into());
-    m.insert("mode".into(), d.mode.name().into());
+    let mut out = String::with_capacity(512);
+    let _ = write!(
+        out,
+        "{{\"ts\":\"{}\",\"event\":\"packet\",\"queue\":{}",
+        format_ts(ev.wall_ns),
+        ev.queue
+    );
+    decision_fields(&mut out, d, policy);
     match d.reason {
         Some(r) => {
-            m.insert("reason".into(), r.name().into());
-            m.insert("detail".into(), r.to_string().into());
-            m.insert("class".into(), r.class().name().into());
+            let _ = write!(out, ",\"class\":\"{}\"", r.class().name());
         }
-        None => {
-            m.insert("reason".into(), Value::Null);
+        None => out.push_str(",\"class\":null"),
+    }
+    let _ = write!(out, ",\"len\":{},\"in_iface\":", ev.len);
+    match iface {
+        Some(i) => json_string(&mut out, i),
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"log_rule\":");
+    match (d.service, d.logged_rule) {
+        (Some(s), Some(r)) => json_string(&mut out, policy.rule_name(s, r)),
+        _ => out.push_str("null"),
+    }
+    match d.mark {
+        Some(m) => {
+            let _ = write!(out, ",\"mark\":{m}");
         }
+        None => out.push_str(",\"mark\":null"),
     }
-    m.insert("ct_state".into(), d.ct_state.name().into());
-    if let Some(t) = d.tuple {
-        m.insert("proto".into(), proto_name(t.proto));
-        m.insert("src".into(), t.src.to_string().into());
-        m.insert("sport".into(), t.sport.into());
-        m.insert("dst".into(), t.dst.to_string().into());
-        m.insert("dport".into(), t.dport.into());
+    match d.peer {
+        Some(p) => {
+            let _ = write!(out, ",\"peer\":\"{p}\"");
+        }
+        None => out.push_str(",\"peer\":null"),
     }
-    m.insert("len".into(), ev.len.into());
-    m.insert(
-        "in_iface".into(),
-        iface.map(Value::from).unwrap_or(Value::Null),
-    );
-    let service = d.service.and_then(|s| policy.get_service(s));
-    m.insert(
-        "service".into(),
-        service
-            .map(|s| Value::from(s.name()))
-            .unwrap_or(Value::Null),
-    );
-    let rule_name = |r| match (d.service, r) {
-        (Some(s), Some(r)) => Value::from(policy.rule_name(s, r)),
-        _ => Value::Null,
-    };
-    m.insert("rule".into(), rule_name(d.rule));
-    m.insert("log_rule".into(), rule_name(d.logged_rule));
-    m.insert(
-        "mark".into(),
-        d.mark.map(Value::from).unwrap_or(Value::Null),
-    );
-    if let Some(off) = d.reason.and_then(|r| r.offset_estimate()) {
-        m.insert("offset".into(), off.into());
+    out.push_str(",\"patterns\":[");
+    for (i, p) in d.patterns.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "\"{}\"", p.name());
     }
+    out.push(']');
     if d.rewritten {
-        m.insert("sack_repaired".into(), true.into());
+        out.push_str(",\"sack_repaired\":true");
     }
-    m.insert(
-        "peer".into(),
-        d.peer
-            .map(|p| Value::from(p.to_string()))
-            .unwrap_or(Value::Null),
-    );
-    m.insert(
-        "patterns".into(),
-        Value::from(d.patterns.iter().map(|p| p.name()).collect::<Vec<_>>()),
-    );
-    Value::Object(m)
+    out.push('}');
+    out
 }
 
 /// An `internal_error` line.

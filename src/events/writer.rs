@@ -76,12 +76,25 @@ impl State {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Writes one line already rendered as JSON text.
+    fn text_line(&mut self, text: &str) {
+        let ok = self.out.write_all(text.as_bytes()).is_ok() && self.out.write_all(b"\n").is_ok();
+        let c = if ok {
+            &self.cfg.counters.written
+        } else {
+            &self.cfg.counters.write_errors
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn event(&mut self, ev: Event) {
         let v = match ev {
             Event::Packet(p) => {
                 let policy = self.cfg.engine.policy();
                 let name = self.ifaces.name(p.in_ifindex).map(str::to_owned);
-                packet_json(&p, &policy, name.as_deref())
+                let text = packet_json(&p, &policy, name.as_deref());
+                self.text_line(&text);
+                return;
             }
             Event::InternalError {
                 wall_ns,

@@ -6,7 +6,6 @@ use crate::engine::policy::Policy;
 use crate::engine::reason::Reason;
 use crate::engine::Engine;
 use crate::replay::{FrameOutcome, ReplaySummary};
-use crate::wire::proto;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
@@ -18,7 +17,6 @@ use std::io::{self, Write};
 /// the host's rules), `visibility` (`full` or `deployed`), `mode`, `ct_state`,
 /// `service`, `rule`, `detail` and, for SACK displacement, `offset`.
 pub fn packet_json(out: &mut String, o: &FrameOutcome, policy: &Policy) {
-    let d = &o.decision;
     let _ = write!(
         out,
         "{{\"frame\":{},\"ts\":{}.{:09}",
@@ -26,99 +24,11 @@ pub fn packet_json(out: &mut String, o: &FrameOutcome, policy: &Policy) {
         o.ts_ns / 1_000_000_000,
         o.ts_ns % 1_000_000_000
     );
-    match d.tuple {
-        Some(t) => {
-            let _ = write!(out, ",\"src\":\"{}\",\"dst\":\"{}\"", t.src, t.dst);
-            if matches!(t.proto, proto::TCP | proto::UDP) {
-                let _ = write!(out, ",\"sport\":{},\"dport\":{}", t.sport, t.dport);
-            } else {
-                out.push_str(",\"sport\":null,\"dport\":null");
-            }
-            match proto::name(t.proto) {
-                Some(n) => {
-                    let _ = write!(out, ",\"proto\":\"{n}\"");
-                }
-                None => {
-                    let _ = write!(out, ",\"proto\":\"{}\"", t.proto);
-                }
-            }
-        }
-        None => {
-            out.push_str(",\"src\":null,\"dst\":null,\"sport\":null,\"dport\":null,\"proto\":null")
-        }
-    }
-    let _ = write!(out, ",\"verdict\":\"{}\"", d.verdict.name());
-    match d.reason {
-        Some(r) => {
-            let _ = write!(out, ",\"reason\":\"{}\"", r.name());
-        }
-        None => out.push_str(",\"reason\":null"),
-    }
-    out.push_str(",\"analysis\":[");
-    for (i, p) in d.patterns.contract_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(out, "\"{}\"", p.name());
-    }
-    let _ = write!(
-        out,
-        "],\"would_drop\":{},\"would_accept\":{},\"disposition\":\"{}\",\"visibility\":\"{}\",\"mode\":\"{}\",\"ct_state\":\"{}\"",
-        d.would_drop,
-        d.would_accept,
-        d.disposition.name(),
-        o.visibility,
-        d.mode.name(),
-        d.ct_state.name()
-    );
-    match d.service.and_then(|s| policy.get_service(s)) {
-        Some(s) => {
-            out.push_str(",\"service\":");
-            json_string(out, s.name());
-        }
-        None => out.push_str(",\"service\":null"),
-    }
-    match (d.service, d.rule.or(d.logged_rule)) {
-        (Some(s), Some(r)) => {
-            out.push_str(",\"rule\":");
-            json_string(out, policy.rule_name(s, r));
-        }
-        _ => out.push_str(",\"rule\":null"),
-    }
-    match d.reason {
-        Some(r) => {
-            out.push_str(",\"detail\":");
-            json_string(out, &r.to_string());
-        }
-        None => out.push_str(",\"detail\":null"),
-    }
-    if let Some(offset) = d.reason.and_then(|r| r.offset_estimate()) {
-        let _ = write!(out, ",\"offset\":{offset}");
-    }
-    if d.repair_offset.is_some() {
-        out.push_str(",\"sack_repair\":true");
-    }
-    out.push_str("}\n");
+    crate::render::decision_fields(out, &o.decision, policy);
+    let _ = writeln!(out, ",\"visibility\":\"{}\"}}", o.visibility);
 }
 
-/// Appends `s` as a JSON string literal.
-pub fn json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
+pub use crate::render::json_string;
 
 /// "name count" for each contract pattern with a count, most frequent first.
 fn pattern_counts(count: impl Fn(Pattern) -> u32) -> Vec<String> {
