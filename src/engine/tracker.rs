@@ -89,6 +89,10 @@ mod seen {
     pub const WSCALE: u8 = 16;
     /// Window scaling is known for the flow (both SYNs seen, or given up on).
     pub const SCALE_KNOWN: u8 = 32;
+    /// A segment *from* this endpoint was seen: `end` is what it sent, not merely
+    /// what the other side acknowledged (live, the server's segments are not queued,
+    /// so its edges come from the client's ACKs and an ACK beyond them proves nothing).
+    pub const OWN: u8 = 64;
 }
 
 impl Endpoint {
@@ -324,7 +328,7 @@ impl TcpTracker {
     fn pick_up(&mut self, seg: &Segment<'_>) -> Verdict {
         let s = seg.from & 1;
         let e = &mut self.ends[s];
-        e.seen = seen::ANY;
+        e.seen = seen::ANY | seen::OWN;
         e.end = seg.seq + seg.seq_len();
         if seg.flags & SYN != 0 {
             e.isn = seg.seq;
@@ -375,7 +379,7 @@ impl TcpTracker {
                 });
             }
         }
-        e.seen |= seen::ANY | seen::SYN | seen::ACK;
+        e.seen |= seen::ANY | seen::OWN | seen::SYN | seen::ACK;
         e.isn = seg.seq;
         e.end = seg.seq + seg.seq_len();
         e.last_ack = seg.ack;
@@ -558,8 +562,8 @@ impl TcpTracker {
             }
         }
         if seg.flags & ACK != 0 && rcv.has(seen::ANY) {
-            // III: ACK over the upper bound.
-            if seg.ack > rcv.end {
+            // III: ACK over the upper bound (of what the receiver was seen sending).
+            if seg.ack > rcv.end && rcv.has(seen::OWN) {
                 let over = seg.ack.distance_from(rcv.end);
                 return Verdict::because(Reason::AckOfUnseenData { over });
             }
@@ -679,12 +683,13 @@ impl TcpTracker {
         let rcv_known = self.ends[r].has(seen::ANY);
         let snd = &mut self.ends[s];
         if !snd.has(seen::ANY) {
-            snd.seen |= seen::ANY | seen::SCALE_KNOWN;
+            snd.seen |= seen::ANY | seen::OWN | seen::SCALE_KNOWN;
             snd.scale = 14;
             snd.end = seq_end;
             snd.maxend = seq_end;
             snd.maxwin = u32::from(seg.window).max(1);
         }
+        snd.seen |= seen::OWN;
         if seq_end > snd.end {
             snd.end = seq_end;
         }
