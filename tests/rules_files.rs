@@ -58,7 +58,86 @@ const SHIPPED: &[(&str, &[&str])] = &[
             "nft",
         ],
     ),
+    (
+        "rules/nftables/legacy-http-behind-cisco.nft",
+        &[
+            "--config",
+            "rules/examples/legacy-http-behind-cisco.toml",
+            "--format",
+            "nft",
+        ],
+    ),
 ];
+
+/// A config with every form the nft rendering has (kernel drops by source, flags,
+/// interface, length and source port; the SACK rule; the vouch and fail-open
+/// accepts; a stateless service; marks other than the defaults), checked by `nft -c`
+/// like the shipped files.
+const EVERY_FORM: &str = r#"
+[daemon]
+mode = "enforce"
+queues = "2-5"
+vouch_mark = 0x100
+state_mask = 0x7000
+fail_open_invalid = "accept"
+
+[[service]]
+name = "web"
+protocol = "tcp"
+ports = [80, "8000-8080"]
+default = "accept"
+queue = ["invalid", "new"]
+sack_repair = true
+
+[[service.rule]]
+name = "scanners"
+action = "drop"
+source = ["198.51.100.0/24", "2001:db8:bad::/48"]
+
+[[service.rule]]
+name = "synfin"
+action = "drop"
+tcp_flags = "syn,fin"
+interface = "eth+"
+
+[[service.rule]]
+name = "null"
+action = "drop"
+tcp_flags = "!syn,!ack,!fin,!rst"
+ct_state = ["invalid"]
+length = "40"
+
+[[service.rule]]
+name = "lowport"
+action = "drop"
+source_ports = ["0-1023"]
+interface = "lo"
+
+[[service]]
+name = "ping"
+protocol = "icmp"
+default = "accept"
+queue = ["new", "established", "related", "invalid", "untracked"]
+
+[[service.rule]]
+name = "v6-only"
+action = "drop"
+source = ["2001:db8:1::/64"]
+
+[[service]]
+name = "dns"
+protocol = "udp"
+ports = [53]
+addresses = ["192.0.2.53/32", "2001:db8::53/128"]
+default = "accept"
+stateless = true
+queue = ["untracked"]
+
+[[service.rule]]
+name = "big"
+action = "drop"
+length = "1500-65535"
+"#;
 
 fn print(args: &[&str]) -> String {
     let out = support::run(
@@ -143,15 +222,30 @@ fn nftables_files_pass_nft_check() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = std::env::temp_dir().join(format!("nfqwall-nftc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for (file, _) in SHIPPED.iter().filter(|(f, _)| f.ends_with(".nft")) {
-        let path = root.join(file);
-        nft_check(&ns, &path).unwrap_or_else(|e| panic!("nft -c -f {file}:\n{e}"));
-        // Without the queue statements, the whole file must pass the kernel's checks too.
-        let text = std::fs::read_to_string(&path).unwrap();
+    let every_form = dir.join("every-form.toml");
+    std::fs::write(&every_form, EVERY_FORM).unwrap();
+    let every_form_nft = dir.join("every-form.nft");
+    std::fs::write(
+        &every_form_nft,
+        print(&["--config", every_form.to_str().unwrap(), "--format", "nft"]),
+    )
+    .unwrap();
+    let files: Vec<(String, std::path::PathBuf)> = SHIPPED
+        .iter()
+        .filter(|(f, _)| f.ends_with(".nft"))
+        .map(|(f, _)| (f.to_string(), root.join(f)))
+        .chain([("every-form.nft".to_string(), every_form_nft)])
+        .collect();
+    for (file, path) in &files {
+        nft_check(&ns, path).unwrap_or_else(|e| panic!("nft -c -f {file}:\n{e}"));
+        // Without the queue statement, the whole file must pass the kernel's checks too.
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut queues = 0;
         let no_queue: String = text
             .lines()
             .map(|l| match l.find("queue num ") {
                 Some(i) => {
+                    queues += 1;
                     let rest = &l[i..];
                     let end = rest.find(" bypass").map(|e| e + " bypass".len()).unwrap();
                     format!("{}accept{}\n", &l[..i], &rest[end..])
@@ -159,11 +253,11 @@ fn nftables_files_pass_nft_check() {
                 None => format!("{l}\n"),
             })
             .collect();
-        assert!(
-            no_queue.contains("accept comment"),
-            "{file}: no queue rule?"
-        );
-        let tmp = dir.join(Path::new(file).file_name().unwrap());
+        assert_eq!(queues, 1, "{file}: one queue statement, in chain to-queue");
+        let tmp = dir.join(format!(
+            "no-queue-{}",
+            Path::new(file).file_name().unwrap().to_str().unwrap()
+        ));
         std::fs::write(&tmp, &no_queue).unwrap();
         let out = ns.cmd("nft").args(["-c", "-f"]).arg(&tmp).output().unwrap();
         assert!(

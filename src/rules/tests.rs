@@ -250,34 +250,7 @@ fn rendering_is_deterministic() {
     assert_eq!(nft::render(&c, "x"), nft::render(&c, "x"));
 }
 
-#[test]
-fn nft_rendering_of_the_default() {
-    let text = nft::render(&Config::builtin_default(), "d.toml");
-    assert!(text.ends_with(
-        "table inet nfqwall\n\
-         delete table inet nfqwall\n\
-         \n\
-         table inet nfqwall {\n\
-         \tchain input {\n\
-         \t\ttype filter hook input priority filter - 1; policy accept;\n\
-         \t\tmeta l4proto tcp ct state invalid,new queue num 0 bypass comment \"all-tcp\"\n\
-         \t}\n\
-         }\n"
-    ));
-}
-
-#[test]
-fn nft_rendering_uses_sets_for_several_ports() {
-    let c = cfg(include_str!(
-        "../../rules/examples/legacy-http-behind-cisco.toml"
-    ));
-    let text = nft::render(&c, "x");
-    assert!(text.contains(
-        "\t\tip daddr 192.0.2.10 tcp dport { 80, 443, 8000-8080 } ct state invalid,new queue num 0-1 bypass comment \"legacy-http\"\n\
-         \t\tip6 daddr 2001:db8::10 tcp dport { 80, 443, 8000-8080 } ct state invalid,new queue num 0-1 bypass comment \"legacy-http\"\n"
-    ));
-    assert!(!text.contains("notrack"));
-}
+// The nftables rendering's own tests are in `nft.rs`.
 
 // ---- save parsing and planning ----
 
