@@ -172,7 +172,7 @@ fn packet_seeds(out: &mut Out) {
             }
             *count += 1;
             taken += 1;
-            // Conntrack hints in turn: Auto, Given(New), Given(Invalid), Queued.
+            // Conntrack hints in turn: Auto, Given(New), Given(Invalid), Given(Untracked).
             let ct = ((n % 4) as u8) << 1;
             let control = (step_index(delta) << 3) | ct;
             let mut seed = vec![control];

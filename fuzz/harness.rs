@@ -10,7 +10,7 @@ use nfqwall::config::{Config, Mode};
 use nfqwall::engine::{CtHint, CtState, Engine, LinkType, PacketMeta, Verdict};
 use nfqwall::replay::capture::CaptureReader;
 use nfqwall::replay::output::{packet_json, write_summary};
-use nfqwall::replay::{replay, FrameOutcome};
+use nfqwall::replay::{replay, FrameOutcome, Visibility};
 use std::io::Cursor;
 
 /// The engine configuration the packet target judges with: small tables so that the
@@ -164,7 +164,7 @@ impl Default for PacketHarness {
 
 /// Decodes a packet input's first byte into the metadata the engine gets and a clock
 /// step: bit 0 the link type (RawIp, Ethernet), bits 1-2 the conntrack hint (Auto,
-/// Given(New), Given(Invalid), Queued), bits 3-7 an index into the clock steps.
+/// Given(New), Given(Invalid), Given(Untracked)), bits 3-7 an index into the clock steps.
 pub fn packet_meta(control: u8, wire_len: u32) -> (PacketMeta<'static>, u64) {
     let link = if control & 1 == 0 {
         LinkType::RawIp
@@ -175,7 +175,7 @@ pub fn packet_meta(control: u8, wire_len: u32) -> (PacketMeta<'static>, u64) {
         0 => CtHint::Auto,
         1 => CtHint::Given(CtState::New),
         2 => CtHint::Given(CtState::Invalid),
-        _ => CtHint::Queued,
+        _ => CtHint::Given(CtState::Untracked),
     };
     let meta = PacketMeta {
         link,
@@ -257,6 +257,7 @@ impl PacketHarness {
             frame: self.frame,
             ts_ns: self.now_ns,
             decision,
+            visibility: "full",
         };
         packet_json(&mut self.out, &outcome, &policy);
         check_json_line(&self.out);
@@ -352,12 +353,17 @@ pub fn capture(data: &[u8], config: &Config) -> u64 {
     let policy = engine.policy();
     let mut line = String::new();
     let mut seen = 0u64;
-    let result = replay(&engine, Cursor::new(data), CtHint::Auto, |o| {
-        seen += 1;
-        line.clear();
-        packet_json(&mut line, o, &policy);
-        check_json_line(&line);
-    });
+    let result = replay(
+        &engine,
+        Cursor::new(data),
+        Visibility::Full(CtHint::Auto),
+        |o| {
+            seen += 1;
+            line.clear();
+            packet_json(&mut line, o, &policy);
+            check_json_line(&line);
+        },
+    );
     match result {
         Ok(summary) => {
             assert_eq!(summary.frames, frames, "replay and the reader disagree");
