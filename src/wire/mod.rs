@@ -194,7 +194,21 @@ pub fn parse_ip(bytes: &[u8], max_len: usize) -> Result<Packet<'_>, ParseError> 
         }
         LaxIpSlice::Ipv6(v6) => {
             let mut frag = None;
-            for ext in v6.extensions().clone() {
+            // Walk only the bytes of the headers etherparse validated: when the chain
+            // ends in an invalid header, its iterator would go on past them (out of
+            // bounds, in unsafe code) to read the header the last valid one names.
+            let exts = v6.extensions();
+            let mut left = exts.slice().len();
+            let mut iter = exts.clone().into_iter();
+            while left > 0 {
+                let Some(ext) = iter.next() else { break };
+                left = left.saturating_sub(match &ext {
+                    Ipv6ExtensionSlice::HopByHop(h)
+                    | Ipv6ExtensionSlice::Routing(h)
+                    | Ipv6ExtensionSlice::DestinationOptions(h) => h.slice().len(),
+                    Ipv6ExtensionSlice::Fragment(h) => h.slice().len(),
+                    Ipv6ExtensionSlice::Authentication(h) => h.slice().len(),
+                });
                 if let Ipv6ExtensionSlice::Fragment(fh) = ext {
                     if fh.is_fragmenting_payload() {
                         frag = Some(Fragment {
@@ -393,5 +407,45 @@ mod tests {
                 dport: 53
             }
         ));
+    }
+
+    /// Found by `fuzz/` (target `packet`): etherparse's extension iterator over a lax
+    /// slice walks on past the headers it validated when the last one names another
+    /// extension header that failed (here a second hop-by-hop header, which may not
+    /// follow the first), reading out of bounds (UB; a panic with debug assertions).
+    #[test]
+    fn ipv6_extension_chain_cut_by_an_invalid_header_is_read_in_bounds() {
+        let mut pkt = vec![0x60, 0, 0, 0, 0, 16, 0 /* hop-by-hop */, 64];
+        pkt.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        pkt.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        pkt.extend_from_slice(&[0, 0, 1, 4, 0, 0, 0, 0]); // hop-by-hop: next hop-by-hop
+        pkt.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]); // ...which is not allowed here
+        let p = parse(LinkType::RawIp, &pkt, pkt.len() as u32).unwrap();
+        assert_eq!(p.fragment, None);
+        assert!(matches!(p.transport, Transport::Other));
+        // The same with a truncated destination-options header after a fragment header.
+        let mut pkt = vec![0x60, 0, 0, 0, 0, 12, 44 /* fragment */, 64];
+        pkt.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        pkt.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        pkt.extend_from_slice(&[60, 0, 0, 0x11, 0, 0, 0, 7]); // fragment 2, more; next dest-opts
+        pkt.extend_from_slice(&[17, 0, 1, 4]); // dest-opts cut after 4 of its 8 bytes
+        let p = parse(LinkType::RawIp, &pkt, pkt.len() as u32).unwrap();
+        assert_eq!(
+            p.fragment,
+            Some(Fragment {
+                offset: 2,
+                more: true
+            })
+        );
+        // The input the fuzzer found (after its control byte).
+        let found = [
+            0x60, 0x00, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00, 0x1e, 0x11, 0x01, 0xfe, 0x80, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0xb9, 0xa3, 0xaa, 0x8f, 0x3e, 0x8e, 0xfe, 0x86, 0xff,
+            0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00,
+            0x03, 0xd5, 0x94, 0x14, 0xeb, 0x00, 0x1e, 0x1c, 0xbd, 0x80, 0x36, 0xff, 0xff, 0xff,
+            0xfe, 0xff, 0xfb, 0x00, 0x00, 0x00, 0x00, 0x04, 0x77, 0x70, 0x61, 0x64, 0x00, 0x00,
+            0x01, 0x00, 0x01,
+        ];
+        let _ = parse(LinkType::RawIp, &found, 0);
     }
 }
