@@ -27,3 +27,11 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --release --all-targets
+
+# Fuzz each target for a bounded time where nightly and cargo-fuzz exist (fuzz/run.sh
+# skips with a note otherwise, fails on a crash). The committed corpus is replayed on
+# stable above (tests/fuzz_corpus.rs).
+if cargo +nightly --version >/dev/null 2>&1 && ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked
+fi
+fuzz/run.sh "${NFQWALL_FUZZ_SECONDS:-60}"
