@@ -29,7 +29,7 @@ fi
 # cargo-deb builds the package (tests/package.rs inspects it with dpkg-deb and man).
 if ! cargo deb --version >/dev/null 2>&1; then
   echo "installing: cargo-deb"
-  cargo install --locked cargo-deb@3
+  cargo install --locked cargo-deb --version '^3'
 fi
 
 cargo fmt --all -- --check
