@@ -113,7 +113,9 @@ fn unit_exposure_is_at_most_2() {
 /// The unit keeps the system's xtables lock (no `XTABLES_LOCKFILE` of its own: legacy
 /// iptables then serializes with every other tool), creates it before the sandboxed
 /// commands run and keeps it writable under `ProtectSystem=strict`; and
-/// `systemd-analyze verify` accepts it (with the binary path pointed at this build).
+/// `systemd-analyze verify` accepts it (with the binary path pointed at this build, and
+/// MANPATH at the generated man pages: verify also checks that the pages named by
+/// `Documentation=` exist).
 #[test]
 fn unit_keeps_the_system_xtables_lock_and_verifies() {
     let unit = std::fs::read_to_string(concat!(
@@ -134,8 +136,15 @@ fn unit_keeps_the_system_xtables_lock_and_verifies() {
     let dir = std::env::temp_dir().join(format!("nfqwall-verify-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let staged = dir.join("nfqwall.service");
-    std::fs::write(&staged, unit.replace("/usr/local/sbin/nfqwall", BIN)).unwrap();
+    std::fs::write(&staged, unit.replace("/usr/sbin/nfqwall", BIN)).unwrap();
+    let man8 = dir.join("man/man8");
+    std::fs::create_dir_all(&man8).unwrap();
+    for page in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/doc/man")).unwrap() {
+        let page = page.unwrap().path();
+        std::fs::copy(&page, man8.join(page.file_name().unwrap())).unwrap();
+    }
     match Command::new("systemd-analyze")
+        .env("MANPATH", dir.join("man"))
         .arg("verify")
         .arg(&staged)
         .output()

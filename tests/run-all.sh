@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine, then runs every check and
 # test: formatting, clippy, unit, integration, and the root-only network-namespace
-# tests (run as root, as CI does, or those tests skip with a message saying so).
+# tests (run as root, as CI does, or those tests skip with a message saying so);
+# builds the Debian package (cargo deb), which tests/package.rs inspects.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,7 @@ packages=(
   iptables iproute2 iputils-ping ethtool conntrack tcpdump tshark curl socat
   dnsmasq-base dnsutils dnsperf iperf3 nftables python3 python3-scapy systemd
   libnetfilter-queue-dev pkg-config
+  man-db binutils
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -24,8 +26,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
   "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# cargo-deb builds the package (tests/package.rs inspects it with dpkg-deb and man).
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "installing: cargo-deb"
+  cargo install --locked cargo-deb --version '^3'
+fi
+
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+cargo deb
 cargo test --release --all-targets
 
 # Fuzz each target for a bounded time where nightly and cargo-fuzz exist (fuzz/run.sh
