@@ -22,6 +22,7 @@
 pub mod ct;
 pub mod iface;
 pub mod queue;
+pub mod test_hook;
 pub mod verdict;
 
 use crate::config::{Config, QueueRange};
@@ -338,6 +339,8 @@ fn sd_notify(states: &[sd_notify::NotifyState]) {
 /// the event log is flushed.
 pub fn run(opts: RunOptions, rules: Box<dyn Ruleset>) -> Result<(), DaemonError> {
     let config = (opts.load)().map_err(DaemonError::Config)?;
+    // Before any queue is bound: the hook is armed for every packet or none.
+    test_hook::arm();
     let engine = Arc::new(Engine::new(&config));
     let gate = Arc::new(RateGate::new(config.daemon.log_rate_per_reason));
     let counters = Arc::new(EventCounters::default());
@@ -491,26 +494,27 @@ impl Daemon {
             self.spawn_monitor(read)?;
         }
         let d = &self.config.daemon;
-        self.notice(
-            "start",
-            json!({
-                "version": env!("CARGO_PKG_VERSION"),
-                "pid": std::process::id(),
-                "config": self.opts.config_path.as_ref().map(|p| p.display().to_string()),
-                "mode": d.mode.name(),
-                "queues": self.shared.queues.iter().map(|q| q.number).collect::<Vec<_>>(),
-                "queue_maxlen": d.queue_maxlen,
-                "fail_open": d.fail_open,
-                "fail_open_invalid": d.fail_open_invalid.name(),
-                "vouch_mark": format!("{:#x}", d.vouch_mark),
-                "state_mask": format!("{:#x}", d.state_mask),
-                "socket_rcvbuf": rcvbuf,
-                "ct_source": self.ct_source.name(),
-                "rules": self.rules_description,
-                "services": self.config.services.len(),
-                "stats_socket": self.opts.stats_socket.display().to_string(),
-            }),
-        );
+        let mut start = json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "config": self.opts.config_path.as_ref().map(|p| p.display().to_string()),
+            "mode": d.mode.name(),
+            "queues": self.shared.queues.iter().map(|q| q.number).collect::<Vec<_>>(),
+            "queue_maxlen": d.queue_maxlen,
+            "fail_open": d.fail_open,
+            "fail_open_invalid": d.fail_open_invalid.name(),
+            "vouch_mark": format!("{:#x}", d.vouch_mark),
+            "state_mask": format!("{:#x}", d.state_mask),
+            "socket_rcvbuf": rcvbuf,
+            "ct_source": self.ct_source.name(),
+            "rules": self.rules_description,
+            "services": self.config.services.len(),
+            "stats_socket": self.opts.stats_socket.display().to_string(),
+        });
+        if let Some(port) = test_hook::arm() {
+            start["test_panic_sport"] = json!(port);
+        }
+        self.notice("start", start);
         sd_notify(&[
             sd_notify::NotifyState::Ready,
             sd_notify::NotifyState::Status("judging packets"),
