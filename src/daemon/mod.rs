@@ -15,9 +15,10 @@
 //! on success, at once, reloads the engine's policy.
 //!
 //! Fail-open layers, outermost first: `--queue-bypass` on the NFQUEUE rules (no
-//! listener: accept); the queue's fail-open flag (kernel queue full: accept); load
-//! shedding here (backlog above half the queue: accept uninspected, counted as
-//! `shed`); a panic while judging one packet accepts that packet (`internal_error`).
+//! listener); the queue's fail-open flag (kernel queue or socket full); load shedding
+//! here (backlog above half the queue, counted as `shed`); a panic while judging one
+//! packet (`internal_error`). Each leaves the packet unjudged: it goes on from `mangle`
+//! to `filter`, where the host's rules decide (rules/README.md).
 
 pub mod ct;
 pub mod iface;
