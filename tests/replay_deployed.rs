@@ -290,7 +290,7 @@ fn replay(name: &str, cap: &Capture, engine: &str) -> HashMap<u64, Value> {
 
 /// Replays `cap` and checks every forged frame, every real SYN and the victim's
 /// shown frames; panics with every failure.
-fn check(name: &str, cap: &Capture, engine: &str) {
+fn check(name: &str, cap: &Capture, engine: &str) -> HashMap<u64, Value> {
     let shown = replay(name, cap, engine);
     let mut failures = Vec::new();
     let mut forged: Vec<_> = cap.forged.iter().collect();
@@ -304,6 +304,10 @@ fn check(name: &str, cap: &Capture, engine: &str) {
             continue;
         };
         let reason = v["reason"].as_str().unwrap_or("null");
+        eprintln!(
+            "{name}: frame {n} ({what}): ct_state {} reason {reason} disposition {}",
+            v["ct_state"], v["disposition"]
+        );
         if !reasons.contains(&reason) {
             failures.push(format!(
                 "frame {n} ({what}): reason {reason:?} is not true here (expected one of \
@@ -372,6 +376,17 @@ fn check(name: &str, cap: &Capture, engine: &str) {
         cap.frames.len(),
         failures.join("\n  ")
     );
+    shown
+}
+
+/// Asserts the flood filled nfqwall's flow table: some of its SYNs found no room.
+fn assert_table_filled(shown: &HashMap<u64, Value>) {
+    let full = shown
+        .values()
+        .filter(|v| v["reason"] == "flow_table_full")
+        .count();
+    assert!(full > 0, "harness: the flood did not fill the flow table");
+    eprintln!("{full} flood SYNs found the flow table full");
 }
 
 /// True reasons for a forged RST on a flow nfqwall holds no state for.
@@ -462,7 +477,7 @@ fn forged_rst_with_flow_table_full_preexisting() {
     cap.forge(300_000, v.forged(RST, P31, 0), "RST +2^31", RST_TABLE_FULL);
     cap.forge(350_000, v.forged(RST, P30, 0), "RST +2^30", RST_TABLE_FULL);
     v.exchange(&mut cap, 400_000, 3);
-    check("table-full-preexisting", &cap, "max_flows = 32");
+    assert_table_filled(&check("table-full-preexisting", &cap, "max_flows = 32"));
 }
 
 #[test]
@@ -481,7 +496,7 @@ fn forged_rst_with_flow_table_full_seen_syn() {
     cap.forge(300_000, v.forged(RST, P31, 0), "RST +2^31", R);
     cap.forge(350_000, v.forged(RST, P30, 0), "RST +2^30", R);
     v.exchange(&mut cap, 400_000, 3);
-    check("table-full-seen-syn", &cap, "max_flows = 32");
+    assert_table_filled(&check("table-full-seen-syn", &cap, "max_flows = 32"));
 }
 
 #[test]
