@@ -661,7 +661,7 @@ impl Daemon {
                         "queue_maxlen": self.config.daemon.queue_maxlen,
                         "shed_total": qs.shed.load(Ordering::Relaxed),
                         "detail": if now {
-                            "kernel queue backlog at half its length: accepting uninspected (load shedding)"
+                            "kernel queue backlog at half its length: not judging, packets go on to the host's rules (load shedding)"
                         } else {
                             "backlog drained: inspecting again"
                         },

@@ -17,7 +17,7 @@ pub struct QueueShared {
     pub number: u16,
     /// Packets received.
     pub packets: AtomicU64,
-    /// Packets accepted uninspected by shedding.
+    /// Packets not judged because of shedding (left to the host's rules).
     pub shed: AtomicU64,
     /// Set by the main thread from the kernel backlog.
     pub shedding: AtomicBool,

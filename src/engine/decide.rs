@@ -702,7 +702,11 @@ impl Engine {
                     if evidence {
                         flow.tcp = trial;
                     } else {
-                        flow.tcp.adopt_sack_evidence(&trial);
+                        flow.tcp.adopt_sack_evidence(
+                            &trial,
+                            side,
+                            matches!(v.reason, Some(Reason::SackDisplaced { .. })),
+                        );
                     }
                     note_flow(flow, sender_is_low, pkt, now_ns, patterns, v.reason);
                     (patterns, v.reason, initiator, repair, evidence)

@@ -260,10 +260,24 @@ impl TcpTracker {
     }
 
     /// Takes the SACK displacement evidence of `trial` (a copy made by
-    /// [`TcpTracker::judge_untrusted`]) and nothing else: what untrusted segments
-    /// show about a middlebox accumulates, their edges do not.
-    pub fn adopt_sack_evidence(&mut self, trial: &TcpTracker) {
+    /// [`TcpTracker::judge_untrusted`]): what untrusted segments show about a
+    /// middlebox accumulates, their edges do not, with one exception. When nfqwall has
+    /// never seen the receiver (`from`'s peer) send anything, all it knows of the
+    /// receiver is the highest ACK the sender gave; a segment whose displaced SACK
+    /// agreed with the flow's offset (`displaced`) raises that, so the next one is
+    /// judged against it as conntrack's `td_end` of a picked-up side would be. It
+    /// never makes a segment *of* the receiver look valid; it only narrows the offset.
+    pub fn adopt_sack_evidence(&mut self, trial: &TcpTracker, from: usize, displaced: bool) {
         self.sack_offset = trial.sack_offset;
+        let r = (from & 1) ^ 1;
+        let (mine, theirs) = (self.ends[r], trial.ends[r]);
+        if displaced
+            && !mine.has(seen::OWN)
+            && theirs.has(seen::ANY)
+            && (!mine.has(seen::ANY) || theirs.end > mine.end)
+        {
+            self.ends[r] = theirs;
+        }
     }
 
     /// Returns true if and only if a segment from `from` was the flow's first and the

@@ -84,7 +84,7 @@ pub struct QueueStats {
     pub queue: u16,
     /// Packets received from this queue.
     pub packets: u64,
-    /// Packets accepted uninspected here because the thread fell behind.
+    /// Packets not judged here because the thread fell behind (left to the host's rules).
     pub shed: u64,
     /// Whether the thread is shedding now.
     pub shedding: bool,
@@ -149,7 +149,7 @@ pub struct Snapshot {
     /// Where conntrack states come from: `kernel`, `ruleset` (the queuing rule
     /// writes them into the mark) or `none`.
     pub ct_source: String,
-    /// Packets judged or accepted uninspected, over all queues.
+    /// Packets judged or left unjudged (shed, panicked), over all queues.
     pub packets: u64,
     /// Accept verdicts.
     pub accepted: u64,
@@ -173,7 +173,7 @@ pub struct Snapshot {
     pub by_reason: BTreeMap<String, u64>,
     /// Packets by retransmission pattern (every pattern listed).
     pub by_pattern: BTreeMap<String, u64>,
-    /// Packets accepted uninspected by load shedding (= `by_reason.shed`).
+    /// Packets not judged because of load shedding (= `by_reason.shed`).
     pub shed: u64,
     /// Packets accepted because judging panicked (= `by_reason.internal_error`).
     pub internal_errors: u64,
