@@ -22,6 +22,7 @@
 pub mod ct;
 pub mod iface;
 pub mod queue;
+pub mod services;
 pub mod verdict;
 
 use crate::config::{Config, QueueRange};
@@ -179,6 +180,8 @@ pub struct Shared {
     pub unjudged_total: AtomicU64,
     /// Whether that counter could be read at least once.
     pub unjudged_known: AtomicBool,
+    /// Per-service counters, re-indexed on reload.
+    pub services: services::ServiceTable,
     start: Instant,
 }
 
@@ -252,7 +255,7 @@ pub struct RulesWorker {
 }
 
 impl RulesWorker {
-    fn spawn(mut rules: Box<dyn Ruleset>, engine: Arc<Engine>) -> std::io::Result<RulesWorker> {
+    fn spawn(mut rules: Box<dyn Ruleset>, shared: Arc<Shared>) -> std::io::Result<RulesWorker> {
         let (jobs, job_rx) = crossbeam_channel::unbounded::<Job>();
         let (done_tx, done) = crossbeam_channel::unbounded();
         let handle = std::thread::Builder::new()
@@ -266,7 +269,8 @@ impl RulesWorker {
                             if r.is_ok() {
                                 // At once, on this thread: the kernel's new rules and the
                                 // engine's new policy take effect together.
-                                engine.reload(&*cfg);
+                                shared.engine.reload(&*cfg);
+                                shared.services.reload(&cfg);
                             }
                             Done::Replace(cfg, r)
                         }
@@ -374,12 +378,13 @@ pub fn run(opts: RunOptions, rules: Box<dyn Ruleset>) -> Result<(), DaemonError>
         marks: crate::rules::Marks::of(&config.daemon),
         unjudged_total: AtomicU64::new(0),
         unjudged_known: AtomicBool::new(false),
+        services: services::ServiceTable::new(&config),
         start: Instant::now(),
     });
     let rules_description = rules.describe();
     let writes_state = rules.writes_state();
     let unjudged_reader = rules.unjudged_reader();
-    let worker = RulesWorker::spawn(rules, Arc::clone(&engine))
+    let worker = RulesWorker::spawn(rules, Arc::clone(&shared))
         .map_err(|e| DaemonError::Io("start the rules thread", e))?;
     let mut daemon = Daemon {
         shared,
@@ -836,6 +841,10 @@ impl Daemon {
                 flows: e.flows().len() as u64,
                 peers: e.peers().len() as u64,
                 rss_bytes: stats::rss_bytes(),
+                sack_repaired: c.sack_repaired.load(Ordering::Relaxed),
+                rate_buckets: e.policy().rate_stats().tracked as u64,
+                rate_untracked: e.policy().rate_stats().untracked,
+                by_service: shared.services.snapshot(),
                 reloads: main.reloads.load(Ordering::Relaxed),
                 reload_failures: main.reload_failures.load(Ordering::Relaxed),
                 queues: shared
@@ -851,6 +860,9 @@ impl Daemon {
                         ct_kernel: q.ct_kernel.load(Ordering::Relaxed),
                         ct_ruleset: q.ct_ruleset.load(Ordering::Relaxed),
                         ct_none: q.ct_none.load(Ordering::Relaxed),
+                        dropped: q.dropped.load(Ordering::Relaxed),
+                        vouched: q.vouched.load(Ordering::Relaxed),
+                        passed_on: q.passed_on.load(Ordering::Relaxed),
                     })
                     .collect(),
                 kernel: stats::read_kernel_queues()
