@@ -399,6 +399,7 @@ pub fn run(opts: RunOptions, rules: Box<dyn Ruleset>) -> Result<(), DaemonError>
         writer: Some(writer),
         rules_installed: false,
         stats: None,
+        metrics: None,
         main_counters: Arc::new(MainCounters::default()),
         gate,
         summary_interval,
@@ -427,6 +428,7 @@ struct Daemon {
     writer: Option<JoinHandle<()>>,
     rules_installed: bool,
     stats: Option<StatsServer>,
+    metrics: Option<crate::metrics::MetricsServer>,
     main_counters: Arc<MainCounters>,
     gate: Arc<RateGate>,
     summary_interval: Arc<AtomicU32>,
@@ -486,6 +488,23 @@ impl Daemon {
                 );
             }
         }
+        if let Some(addr) = self.config.daemon.metrics {
+            match crate::metrics::MetricsServer::start(addr, self.snapshot_fn()) {
+                Ok(m) => {
+                    if !addr.ip().is_loopback() {
+                        self.notice(
+                            "warning",
+                            json!({"detail": format!("metrics endpoint on {addr}, not loopback: anyone who reaches it reads the counters (it has no authentication)")}),
+                        );
+                    }
+                    self.metrics = Some(m);
+                }
+                Err(e) => self.notice(
+                    "warning",
+                    json!({"detail": format!("metrics endpoint {addr} unavailable: {e} (the firewall runs without it)")}),
+                ),
+            }
+        }
         if self.ct_source == CtSource::None {
             self.notice(
                 "warning",
@@ -514,6 +533,8 @@ impl Daemon {
                 "rules": self.rules_description,
                 "services": self.config.services.len(),
                 "stats_socket": self.opts.stats_socket.display().to_string(),
+                "metrics": self.metrics.as_ref().map(|m| m.local_addr().to_string()),
+                "log_format": d.log_format.name(),
             }),
         );
         sd_notify(&[
@@ -738,6 +759,15 @@ impl Daemon {
         if old.log != new.log {
             needs_restart.push("daemon.log");
         }
+        if old.log_format != new.log_format {
+            needs_restart.push("daemon.log_format");
+        }
+        if old.journald != new.journald {
+            needs_restart.push("daemon.journald");
+        }
+        if old.metrics != new.metrics {
+            needs_restart.push("daemon.metrics");
+        }
         if self.config.engine != cfg.engine {
             needs_restart.push("engine");
         }
@@ -915,6 +945,7 @@ impl Daemon {
             let _ = m.join();
         }
         self.stats = None;
+        self.metrics = None;
         let c = self.shared.engine.counters();
         self.notice(
             "stop",
