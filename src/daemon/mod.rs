@@ -354,6 +354,8 @@ pub fn run(opts: RunOptions, rules: Box<dyn Ruleset>) -> Result<(), DaemonError>
             gate: Arc::clone(&gate),
             counters: Arc::clone(&counters),
             engine: Arc::clone(&engine),
+            format: config.daemon.log_format,
+            journald: config.daemon.journald,
         },
         rx,
     )
