@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod events;
+pub mod metrics;
 pub mod render;
 pub mod replay;
 pub mod rules;

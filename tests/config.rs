@@ -160,7 +160,44 @@ fn unknown_key() {
         error("[daemon]\nmode = \"enforce\"\nqueus = \"0-3\"\n"),
         "rules/x.toml:3:1: daemon.queus: unknown key \"queus\"; expected one of: mode, \
          queues, queue_maxlen, fail_open, log, log_rate_per_reason, summary_interval, \
-         vouch_mark, state_mask, fail_open_invalid"
+         vouch_mark, state_mask, fail_open_invalid, metrics, log_format, journald"
+    );
+}
+
+#[test]
+fn metrics_log_format_and_journald() {
+    use nfqwall::config::{Journald, LogFormat};
+    let c = Config::from_toml_str(
+        "[daemon]\nmetrics = \"127.0.0.1:9477\"\nlog_format = \"eve\"\njournald = true\n",
+        "x",
+    )
+    .unwrap();
+    assert_eq!(c.daemon.metrics, Some("127.0.0.1:9477".parse().unwrap()));
+    assert_eq!(c.daemon.log_format, LogFormat::Eve);
+    assert_eq!(c.daemon.journald, Journald::On);
+    // Any address the operator writes is taken, all interfaces included.
+    let c = Config::from_toml_str("[daemon]\nmetrics = \"[::]:9477\"\njournald = false\n", "x")
+        .unwrap();
+    assert_eq!(c.daemon.metrics, Some("[::]:9477".parse().unwrap()));
+    assert_eq!(c.daemon.journald, Journald::Off);
+    assert_eq!(Config::builtin_default().daemon.metrics, None);
+    assert_eq!(
+        error("[daemon]\nmetrics = \"9477\"\n"),
+        "rules/x.toml:2:11: daemon.metrics: expected an address and port such as \
+         \"127.0.0.1:9477\" or \"[::1]:9477\" (port 1 to 65535), found \"9477\""
+    );
+    assert_eq!(
+        error("[daemon]\nmetrics = \"127.0.0.1:0\"\n"),
+        "rules/x.toml:2:11: daemon.metrics: expected an address and port such as \
+         \"127.0.0.1:9477\" or \"[::1]:9477\" (port 1 to 65535), found \"127.0.0.1:0\""
+    );
+    assert_eq!(
+        error("[daemon]\nlog_format = \"json\"\n"),
+        "rules/x.toml:2:14: daemon.log_format: expected \"nfqwall\" or \"eve\", found \"json\""
+    );
+    assert_eq!(
+        error("[daemon]\njournald = \"yes\"\n"),
+        "rules/x.toml:2:12: daemon.journald: expected true, false or \"auto\", found \"yes\""
     );
 }
 

@@ -14,6 +14,7 @@ packages=(
   dnsmasq-base dnsutils dnsperf iperf3 nftables python3 python3-scapy systemd
   libnetfilter-queue-dev pkg-config
   man-db binutils
+  prometheus python3-prometheus-client
 )
 missing=()
 for p in "${packages[@]}"; do

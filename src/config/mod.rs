@@ -59,6 +59,53 @@ pub struct DaemonConfig {
     /// What becomes of an INVALID packet nfqwall could not judge (shed, panic, the
     /// kernel's fail-open, no listener).
     pub fail_open_invalid: FailOpenInvalid,
+    /// Where the OpenMetrics endpoint listens (`None`: no endpoint, the default).
+    pub metrics: Option<std::net::SocketAddr>,
+    /// The form of event lines.
+    pub log_format: LogFormat,
+    /// Whether events go to the journal's native socket with journald fields.
+    pub journald: Journald,
+}
+
+/// `daemon.log_format`: the form of event lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// nfqwall's own JSON lines (`src/events/SCHEMA.md`).
+    Nfqwall,
+    /// Suricata's EVE JSON field names, nfqwall's own fields in an `nfqwall` object.
+    Eve,
+}
+
+impl LogFormat {
+    /// `nfqwall` or `eve`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Nfqwall => "nfqwall",
+            LogFormat::Eve => "eve",
+        }
+    }
+}
+
+/// `daemon.journald`: whether events go to the journal natively.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Journald {
+    /// When `log = "stdout"` and stdout is the journal (`JOURNAL_STREAM` names it).
+    Auto,
+    /// Always, when `log = "stdout"` (falls back to stdout if the socket is absent).
+    On,
+    /// Never: plain lines on `log`.
+    Off,
+}
+
+impl Journald {
+    /// `auto`, `true` or `false`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Journald::Auto => "auto",
+            Journald::On => "true",
+            Journald::Off => "false",
+        }
+    }
 }
 
 /// `daemon.fail_open_invalid`: the fate of INVALID packets nfqwall did not judge.
@@ -169,6 +216,9 @@ impl Config {
                 vouch_mark: DEFAULT_VOUCH_MARK,
                 state_mask: DEFAULT_STATE_MASK,
                 fail_open_invalid: FailOpenInvalid::Host,
+                metrics: None,
+                log_format: LogFormat::Nfqwall,
+                journald: Journald::Auto,
             },
             engine: EngineConfig {
                 max_flows: 1_000_000,

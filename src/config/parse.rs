@@ -12,12 +12,12 @@ use ipnet::IpNet;
 use toml_edit::{ImDocument, Item, Table, TableLike, Value};
 
 use super::error::{ConfigError, Problem};
-use super::FailOpenInvalid;
 use super::{
     host_net, without_host_bits, Config, DaemonConfig, EngineConfig, InterfaceMatch, LengthRange,
     LogTarget, PortRange, Protocol, QueueRange, RateLimit, RatePeriod, Rule, RuleAction, Service,
     TcpFlagMatch, Timeouts,
 };
+use super::{FailOpenInvalid, Journald, LogFormat};
 use crate::engine::meta::CtState;
 use crate::engine::policy::{Action, Mode};
 
@@ -36,6 +36,9 @@ const DAEMON_KEYS: &[&str] = &[
     "vouch_mark",
     "state_mask",
     "fail_open_invalid",
+    "metrics",
+    "log_format",
+    "journald",
 ];
 const ENGINE_KEYS: &[&str] = &["max_flows", "max_peers", "max_rate_sources", "timeouts"];
 const TIMEOUT_KEYS: &[&str] = &["syn", "established", "closing", "closed", "udp", "other"];
@@ -97,6 +100,10 @@ const EXP_VOUCH_MARK: &str =
 const EXP_STATE_MASK: &str =
     "a mask of exactly three adjacent bits, outside daemon.vouch_mark, such as 0x0e000000";
 const EXP_FAIL_OPEN_INVALID: &str = "\"host\" or \"accept\"";
+const EXP_METRICS: &str =
+    "an address and port such as \"127.0.0.1:9477\" or \"[::1]:9477\" (port 1 to 65535)";
+const EXP_LOG_FORMAT: &str = "\"nfqwall\" or \"eve\"";
+const EXP_JOURNALD: &str = "true, false or \"auto\"";
 
 /// Ids are `u16`, so more services, or rules in one service, cannot be numbered.
 const MAX_IDS: usize = u16::MAX as usize;
@@ -443,6 +450,28 @@ fn daemon(cx: &Cx, t: &Tab, d: &mut DaemonConfig) -> Result<()> {
             "host" => FailOpenInvalid::Host,
             "accept" => FailOpenInvalid::Accept,
             _ => return Err(n.expected(cx, EXP_FAIL_OPEN_INVALID)),
+        };
+    }
+    if let Some(n) = t.get("metrics") {
+        let text = n.str(cx, EXP_METRICS)?;
+        match text.parse::<std::net::SocketAddr>() {
+            Ok(a) if a.port() != 0 => d.metrics = Some(a),
+            _ => return Err(n.expected(cx, EXP_METRICS)),
+        }
+    }
+    if let Some(n) = t.get("log_format") {
+        d.log_format = match n.str(cx, EXP_LOG_FORMAT)? {
+            "nfqwall" => LogFormat::Nfqwall,
+            "eve" => LogFormat::Eve,
+            _ => return Err(n.expected(cx, EXP_LOG_FORMAT)),
+        };
+    }
+    if let Some(n) = t.get("journald") {
+        d.journald = match n.value() {
+            Some(Value::Boolean(b)) if *b.value() => Journald::On,
+            Some(Value::Boolean(_)) => Journald::Off,
+            Some(Value::String(s)) if s.value() == "auto" => Journald::Auto,
+            _ => return Err(n.expected(cx, EXP_JOURNALD)),
         };
     }
     let vouch = t.get("vouch_mark");

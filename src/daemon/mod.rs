@@ -23,6 +23,7 @@
 pub mod ct;
 pub mod iface;
 pub mod queue;
+pub mod services;
 pub mod test_hook;
 pub mod verdict;
 
@@ -181,6 +182,8 @@ pub struct Shared {
     pub unjudged_total: AtomicU64,
     /// Whether that counter could be read at least once.
     pub unjudged_known: AtomicBool,
+    /// Per-service counters, re-indexed on reload.
+    pub services: services::ServiceTable,
     start: Instant,
 }
 
@@ -254,7 +257,7 @@ pub struct RulesWorker {
 }
 
 impl RulesWorker {
-    fn spawn(mut rules: Box<dyn Ruleset>, engine: Arc<Engine>) -> std::io::Result<RulesWorker> {
+    fn spawn(mut rules: Box<dyn Ruleset>, shared: Arc<Shared>) -> std::io::Result<RulesWorker> {
         let (jobs, job_rx) = crossbeam_channel::unbounded::<Job>();
         let (done_tx, done) = crossbeam_channel::unbounded();
         let handle = std::thread::Builder::new()
@@ -268,7 +271,8 @@ impl RulesWorker {
                             if r.is_ok() {
                                 // At once, on this thread: the kernel's new rules and the
                                 // engine's new policy take effect together.
-                                engine.reload(&*cfg);
+                                shared.engine.reload(&*cfg);
+                                shared.services.reload(&cfg);
                             }
                             Done::Replace(cfg, r)
                         }
@@ -354,6 +358,8 @@ pub fn run(opts: RunOptions, rules: Box<dyn Ruleset>) -> Result<(), DaemonError>
             gate: Arc::clone(&gate),
             counters: Arc::clone(&counters),
             engine: Arc::clone(&engine),
+            format: config.daemon.log_format,
+            journald: config.daemon.journald,
         },
         rx,
     )
@@ -378,12 +384,13 @@ pub fn run(opts: RunOptions, rules: Box<dyn Ruleset>) -> Result<(), DaemonError>
         marks: crate::rules::Marks::of(&config.daemon),
         unjudged_total: AtomicU64::new(0),
         unjudged_known: AtomicBool::new(false),
+        services: services::ServiceTable::new(&config),
         start: Instant::now(),
     });
     let rules_description = rules.describe();
     let writes_state = rules.writes_state();
     let unjudged_reader = rules.unjudged_reader();
-    let worker = RulesWorker::spawn(rules, Arc::clone(&engine))
+    let worker = RulesWorker::spawn(rules, Arc::clone(&shared))
         .map_err(|e| DaemonError::Io("start the rules thread", e))?;
     let mut daemon = Daemon {
         shared,
@@ -398,6 +405,7 @@ pub fn run(opts: RunOptions, rules: Box<dyn Ruleset>) -> Result<(), DaemonError>
         writer: Some(writer),
         rules_installed: false,
         stats: None,
+        metrics: None,
         main_counters: Arc::new(MainCounters::default()),
         gate,
         summary_interval,
@@ -426,6 +434,7 @@ struct Daemon {
     writer: Option<JoinHandle<()>>,
     rules_installed: bool,
     stats: Option<StatsServer>,
+    metrics: Option<crate::metrics::MetricsServer>,
     main_counters: Arc<MainCounters>,
     gate: Arc<RateGate>,
     summary_interval: Arc<AtomicU32>,
@@ -485,6 +494,23 @@ impl Daemon {
                 );
             }
         }
+        if let Some(addr) = self.config.daemon.metrics {
+            match crate::metrics::MetricsServer::start(addr, self.snapshot_fn()) {
+                Ok(m) => {
+                    if !addr.ip().is_loopback() {
+                        self.notice(
+                            "warning",
+                            json!({"detail": format!("metrics endpoint on {addr}, not loopback: anyone who reaches it reads the counters (it has no authentication)")}),
+                        );
+                    }
+                    self.metrics = Some(m);
+                }
+                Err(e) => self.notice(
+                    "warning",
+                    json!({"detail": format!("metrics endpoint {addr} unavailable: {e} (the firewall runs without it)")}),
+                ),
+            }
+        }
         if self.ct_source == CtSource::None {
             self.notice(
                 "warning",
@@ -511,6 +537,8 @@ impl Daemon {
             "rules": self.rules_description,
             "services": self.config.services.len(),
             "stats_socket": self.opts.stats_socket.display().to_string(),
+            "metrics": self.metrics.as_ref().map(|m| m.local_addr().to_string()),
+            "log_format": d.log_format.name(),
         });
         if let Some(port) = test_hook::arm() {
             start["test_panic_sport"] = json!(port);
@@ -738,6 +766,15 @@ impl Daemon {
         if old.log != new.log {
             needs_restart.push("daemon.log");
         }
+        if old.log_format != new.log_format {
+            needs_restart.push("daemon.log_format");
+        }
+        if old.journald != new.journald {
+            needs_restart.push("daemon.journald");
+        }
+        if old.metrics != new.metrics {
+            needs_restart.push("daemon.metrics");
+        }
         if self.config.engine != cfg.engine {
             needs_restart.push("engine");
         }
@@ -841,6 +878,10 @@ impl Daemon {
                 flows: e.flows().len() as u64,
                 peers: e.peers().len() as u64,
                 rss_bytes: stats::rss_bytes(),
+                sack_repaired: c.sack_repaired.load(Ordering::Relaxed),
+                rate_buckets: e.policy().rate_stats().tracked as u64,
+                rate_untracked: e.policy().rate_stats().untracked,
+                by_service: shared.services.snapshot(),
                 reloads: main.reloads.load(Ordering::Relaxed),
                 reload_failures: main.reload_failures.load(Ordering::Relaxed),
                 queues: shared
@@ -856,6 +897,9 @@ impl Daemon {
                         ct_kernel: q.ct_kernel.load(Ordering::Relaxed),
                         ct_ruleset: q.ct_ruleset.load(Ordering::Relaxed),
                         ct_none: q.ct_none.load(Ordering::Relaxed),
+                        dropped: q.dropped.load(Ordering::Relaxed),
+                        vouched: q.vouched.load(Ordering::Relaxed),
+                        passed_on: q.passed_on.load(Ordering::Relaxed),
                     })
                     .collect(),
                 kernel: stats::read_kernel_queues()
@@ -908,6 +952,7 @@ impl Daemon {
             let _ = m.join();
         }
         self.stats = None;
+        self.metrics = None;
         let c = self.shared.engine.counters();
         self.notice(
             "stop",

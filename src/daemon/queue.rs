@@ -4,7 +4,7 @@ use super::ct::{self, CtSource};
 use super::iface::IfaceNames;
 use super::verdict::{judge, map, Judged, KernelVerdict};
 use super::{DaemonError, Shared};
-use crate::engine::{LinkType, PacketMeta};
+use crate::engine::{Disposition, LinkType, PacketMeta};
 use crate::events::{wall_ns, Event, EventSink, PacketEvent};
 use nfq::Queue;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,6 +38,12 @@ pub struct QueueShared {
     /// Monotonic ns when the packet in hand arrived; 0 while waiting in recv. The
     /// watchdog is withheld when a packet is in hand for too long (a stuck thread).
     pub busy_since: AtomicU64,
+    /// Packets judged and dropped.
+    pub dropped: AtomicU64,
+    /// Packets judged and let past the host's INVALID drop.
+    pub vouched: AtomicU64,
+    /// Packets judged and handed on to the host's rules.
+    pub passed_on: AtomicU64,
 }
 
 /// Bytes of socket receive buffer per queued packet: the kernel charges a queued
@@ -244,6 +250,13 @@ fn handle(
     }
     match &judged {
         Judged::Decided(d) => {
+            match d.disposition {
+                Disposition::Drop => &qs.dropped,
+                Disposition::Vouch => &qs.vouched,
+                Disposition::PassOn => &qs.passed_on,
+            }
+            .fetch_add(1, Ordering::Relaxed);
+            shared.services.count(d);
             if d.is_notable() {
                 sink.packet(PacketEvent {
                     wall_ns: wall_ns(),

@@ -41,17 +41,24 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// `log_rule`, `mark`, `peer`, `patterns` and `sack_repaired`. `policy` names the
 /// service and rules; `iface` is the input interface's name, if resolved.
 pub fn packet_json(ev: &PacketEvent, policy: &Policy, iface: Option<&str>) -> String {
+    let mut out = String::with_capacity(512);
+    out.push_str("{\"ts\":\"");
+    out.push_str(&format_ts(ev.wall_ns));
+    out.push_str("\",\"event\":\"packet\",");
+    packet_body(&mut out, ev, policy, iface);
+    out.push('}');
+    out
+}
+
+/// The fields of a `packet` event after `ts` and `event`, from `queue` on, without
+/// braces: the `nfqwall` form's line and the EVE form's `nfqwall` object both are
+/// these fields.
+pub fn packet_body(out: &mut String, ev: &PacketEvent, policy: &Policy, iface: Option<&str>) {
     use crate::render::{decision_fields, json_string};
     use std::fmt::Write as _;
     let d = &ev.decision;
-    let mut out = String::with_capacity(512);
-    let _ = write!(
-        out,
-        "{{\"ts\":\"{}\",\"event\":\"packet\",\"queue\":{}",
-        format_ts(ev.wall_ns),
-        ev.queue
-    );
-    decision_fields(&mut out, d, policy);
+    let _ = write!(out, "\"queue\":{}", ev.queue);
+    decision_fields(out, d, policy);
     match d.reason {
         Some(r) => {
             let _ = write!(out, ",\"class\":\"{}\"", r.class().name());
@@ -60,12 +67,12 @@ pub fn packet_json(ev: &PacketEvent, policy: &Policy, iface: Option<&str>) -> St
     }
     let _ = write!(out, ",\"len\":{},\"in_iface\":", ev.len);
     match iface {
-        Some(i) => json_string(&mut out, i),
+        Some(i) => json_string(out, i),
         None => out.push_str("null"),
     }
     out.push_str(",\"log_rule\":");
     match (d.service, d.logged_rule) {
-        (Some(s), Some(r)) => json_string(&mut out, policy.rule_name(s, r)),
+        (Some(s), Some(r)) => json_string(out, policy.rule_name(s, r)),
         _ => out.push_str("null"),
     }
     match d.mark {
@@ -91,8 +98,6 @@ pub fn packet_json(ev: &PacketEvent, policy: &Policy, iface: Option<&str>) -> St
     if d.rewritten {
         out.push_str(",\"sack_repaired\":true");
     }
-    out.push('}');
-    out
 }
 
 /// An `internal_error` line.

@@ -7,6 +7,8 @@
 //! a `suppressed` line per reason every second that had any, and a `peer_summary` line
 //! per troubled peer every `summary_interval` seconds.
 
+pub mod eve;
+pub mod journal;
 mod json;
 mod writer;
 

@@ -1,8 +1,10 @@
 //! The one thread that writes events: JSON lines to stdout, stderr or a file.
 
+use super::eve::{notice_eve, packet_eve};
+use super::journal::{self, Journal, Meta};
 use super::json::{internal_error_json, packet_json};
 use super::{format_ts, key_name, wall_ns, Event, EventCounters, RateGate, GATE_KEYS};
-use crate::config::LogTarget;
+use crate::config::{Journald, LogFormat, LogTarget};
 use crate::daemon::iface::IfaceNames;
 use crate::engine::patterns::Pattern;
 use crate::engine::peers::PeerStats;
@@ -32,6 +34,10 @@ pub struct WriterConfig {
     pub counters: Arc<EventCounters>,
     /// The engine, for rule names and peer aggregates.
     pub engine: Arc<Engine>,
+    /// The form of the lines.
+    pub format: LogFormat,
+    /// Whether lines for stdout go to the journal's native socket instead.
+    pub journald: Journald,
 }
 
 /// The writer thread's handle.
@@ -41,6 +47,25 @@ impl Writer {
     /// Opens the target and starts the writer. It runs until every sender is dropped,
     /// then reports what is left and flushes.
     pub fn spawn(cfg: WriterConfig, rx: Receiver<Event>) -> io::Result<JoinHandle<()>> {
+        let journal = match (&cfg.target, cfg.journald) {
+            (LogTarget::Stdout, Journald::On) => true,
+            (LogTarget::Stdout, Journald::Auto) => journal::stdout_is_journal(),
+            _ => false,
+        };
+        let journal = if journal {
+            match Journal::connect(std::path::Path::new(journal::SOCKET)) {
+                Ok(j) => Some(j),
+                Err(e) => {
+                    eprintln!(
+                        "nfqwall: journal socket {} unavailable ({e}): events go to stdout",
+                        journal::SOCKET
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let out: Box<dyn Write + Send> = match &cfg.target {
             LogTarget::Stdout => Box::new(io::stdout()),
             LogTarget::Stderr => Box::new(io::stderr()),
@@ -53,32 +78,46 @@ impl Writer {
         };
         std::thread::Builder::new()
             .name("nfqwall-events".into())
-            .spawn(move || run(cfg, rx, BufWriter::with_capacity(64 * 1024, out)))
+            .spawn(move || run(cfg, rx, BufWriter::with_capacity(64 * 1024, out), journal))
     }
 }
 
 struct State {
     cfg: WriterConfig,
     out: BufWriter<Box<dyn Write + Send>>,
+    /// Set: lines go to the journal, not `out`.
+    journal: Option<Journal>,
     ifaces: IfaceNames,
     last_peers: HashMap<IpAddr, PeerStats>,
 }
 
 impl State {
+    /// Writes one line of either form (a `nfqwall`-form object, converted for EVE).
     fn line(&mut self, v: &Value) {
-        let ok =
-            serde_json::to_writer(&mut self.out, v).is_ok() && self.out.write_all(b"\n").is_ok();
-        let c = if ok {
-            &self.cfg.counters.written
-        } else {
-            &self.cfg.counters.write_errors
-        };
-        c.fetch_add(1, Ordering::Relaxed);
+        let kind = v["event"].as_str().unwrap_or("other").to_string();
+        let text = match self.cfg.format {
+            LogFormat::Nfqwall => serde_json::to_string(v),
+            LogFormat::Eve => serde_json::to_string(&notice_eve(v)),
+        }
+        .unwrap_or_default();
+        self.emit(
+            &text,
+            &Meta {
+                kind: &kind,
+                class: None,
+                reason: None,
+            },
+        );
     }
 
-    /// Writes one line already rendered as JSON text.
-    fn text_line(&mut self, text: &str) {
-        let ok = self.out.write_all(text.as_bytes()).is_ok() && self.out.write_all(b"\n").is_ok();
+    /// Writes one line already rendered as JSON text, to the journal or the stream.
+    fn emit(&mut self, text: &str, meta: &Meta<'_>) {
+        let ok = match &self.journal {
+            Some(j) => j.send(text, meta).is_ok(),
+            None => {
+                self.out.write_all(text.as_bytes()).is_ok() && self.out.write_all(b"\n").is_ok()
+            }
+        };
         let c = if ok {
             &self.cfg.counters.written
         } else {
@@ -92,8 +131,19 @@ impl State {
             Event::Packet(p) => {
                 let policy = self.cfg.engine.policy();
                 let name = self.ifaces.name(p.in_ifindex).map(str::to_owned);
-                let text = packet_json(&p, &policy, name.as_deref());
-                self.text_line(&text);
+                let text = match self.cfg.format {
+                    LogFormat::Nfqwall => packet_json(&p, &policy, name.as_deref()),
+                    LogFormat::Eve => packet_eve(&p, &policy, name.as_deref()),
+                };
+                let reason = p.decision.reason;
+                self.emit(
+                    &text,
+                    &Meta {
+                        kind: "packet",
+                        class: reason.map(|r| r.class()),
+                        reason: reason.map(|r| r.name()),
+                    },
+                );
                 return;
             }
             Event::InternalError {
@@ -194,10 +244,16 @@ fn pattern_map(s: &PeerStats) -> Value {
     Value::Object(m)
 }
 
-fn run(cfg: WriterConfig, rx: Receiver<Event>, out: BufWriter<Box<dyn Write + Send>>) {
+fn run(
+    cfg: WriterConfig,
+    rx: Receiver<Event>,
+    out: BufWriter<Box<dyn Write + Send>>,
+    journal: Option<Journal>,
+) {
     let mut st = State {
         cfg,
         out,
+        journal,
         ifaces: IfaceNames::new(),
         last_peers: HashMap::new(),
     };
@@ -287,8 +343,11 @@ mod tests {
                 gate: Arc::new(RateGate::new(1)),
                 counters: Arc::default(),
                 engine: Arc::clone(&engine),
+                format: LogFormat::Nfqwall,
+                journald: Journald::Off,
             },
             out: BufWriter::new(Box::new(buf.clone())),
+            journal: None,
             ifaces: IfaceNames::new(),
             last_peers: HashMap::new(),
         };
@@ -328,8 +387,11 @@ mod tests {
                 gate,
                 counters: Arc::default(),
                 engine: Arc::new(Engine::new(&Config::builtin_default())),
+                format: LogFormat::Nfqwall,
+                journald: Journald::Off,
             },
             out: BufWriter::new(Box::new(buf.clone())),
+            journal: None,
             ifaces: IfaceNames::new(),
             last_peers: HashMap::new(),
         };

@@ -104,6 +104,33 @@ pub struct QueueStats {
     /// Packets with no conntrack state from either source.
     #[serde(default)]
     pub ct_none: u64,
+    /// Packets judged here and dropped.
+    #[serde(default)]
+    pub dropped: u64,
+    /// Packets judged here and let past the host's INVALID drop (vouched for).
+    #[serde(default)]
+    pub vouched: u64,
+    /// Packets judged here and handed on to the host's rules.
+    #[serde(default)]
+    pub passed_on: u64,
+}
+
+/// Per-service counters of the packets a `[[service]]` judged (queue threads count
+/// them; a service removed by a reload keeps its totals until restart).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStats {
+    /// The service's name.
+    pub service: String,
+    /// Packets it judged.
+    pub packets: u64,
+    /// Of those, dropped.
+    pub dropped: u64,
+    /// Let past the host's INVALID drop.
+    pub vouched: u64,
+    /// Handed on to the host's rules.
+    pub passed_on: u64,
+    /// Log-only accepts that enforce would have dropped.
+    pub would_drop: u64,
 }
 
 /// Packets that nfqwall's rules queued and that reached `filter` without a verdict
@@ -185,6 +212,18 @@ pub struct Snapshot {
     pub peers: u64,
     /// Resident memory, bytes.
     pub rss_bytes: u64,
+    /// Packets whose displaced SACK blocks were rewritten (`sack_repair`).
+    #[serde(default)]
+    pub sack_repaired: u64,
+    /// Token buckets held now by `rate` rules.
+    #[serde(default)]
+    pub rate_buckets: u64,
+    /// Packets from sources the full rate table could not track (treated as under the rate).
+    #[serde(default)]
+    pub rate_untracked: u64,
+    /// Per-service counters, in config order (then services a reload removed).
+    #[serde(default)]
+    pub by_service: Vec<ServiceStats>,
     /// Successful reloads.
     pub reloads: u64,
     /// Reloads refused (bad config; the old one stayed).
@@ -244,7 +283,7 @@ pub fn render_table(s: &Snapshot) -> String {
         s.config.as_deref().unwrap_or("(built-in default)")
     );
     let _ = writeln!(o);
-    let rows: [(&str, u64); 16] = [
+    let rows: [(&str, u64); 18] = [
         ("packets", s.packets),
         ("accepted", s.accepted),
         ("dropped", s.dropped),
@@ -260,6 +299,8 @@ pub fn render_table(s: &Snapshot) -> String {
         ("events_channel_full", s.events.channel_full),
         ("flows", s.flows),
         ("peers", s.peers),
+        ("rate_buckets", s.rate_buckets),
+        ("sack_repaired", s.sack_repaired),
         ("rss_bytes", s.rss_bytes),
     ];
     for (k, v) in rows {
@@ -283,6 +324,20 @@ pub fn render_table(s: &Snapshot) -> String {
         let _ = writeln!(o, "\npackets by pattern");
         for (k, v) in nonzero {
             let _ = writeln!(o, "  {k:<24}{v:>14}");
+        }
+    }
+    if s.by_service.iter().any(|v| v.packets > 0) {
+        let _ = writeln!(
+            o,
+            "\n  {:<24}{:>12}{:>10}{:>10}{:>10}{:>11}",
+            "service", "packets", "dropped", "vouched", "passed_on", "would_drop"
+        );
+        for v in s.by_service.iter().filter(|v| v.packets > 0) {
+            let _ = writeln!(
+                o,
+                "  {:<24}{:>12}{:>10}{:>10}{:>10}{:>11}",
+                v.service, v.packets, v.dropped, v.vouched, v.passed_on, v.would_drop
+            );
         }
     }
     let _ = writeln!(
