@@ -56,6 +56,42 @@ pub struct DaemonConfig {
     /// What becomes of an INVALID packet nfqwall could not judge (shed, panic, the
     /// kernel's fail-open, no listener).
     pub fail_open_invalid: FailOpenInvalid,
+    /// The NFLOG group of the shadow feed (`track = "shadow"` services' established
+    /// packets, both directions, in kernel order).
+    pub feed_group: u16,
+    /// Bytes of each fed packet copied to nfqwall (`--nflog-size`): enough for the
+    /// IPv6 and TCP headers with options.
+    pub feed_size: u32,
+    /// Packets the kernel batches into one feed message (`--nflog-threshold`).
+    pub feed_threshold: u16,
+}
+
+/// Default `daemon.feed_group`.
+pub const DEFAULT_FEED_GROUP: u16 = 7300;
+/// Default `daemon.feed_size`: IPv6 (40) + TCP with the longest options (60), rounded up.
+pub const DEFAULT_FEED_SIZE: u32 = 128;
+/// Default `daemon.feed_threshold`.
+pub const DEFAULT_FEED_THRESHOLD: u16 = 64;
+
+/// `service.track`: whether nfqwall sees the service's established traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Track {
+    /// The rendered ruleset copies the headers of the service's ESTABLISHED packets,
+    /// both directions, to nfqwall over NFLOG (no verdict, never delayed): the engine
+    /// learns the flows' real windows and sees them whole.
+    Shadow,
+    /// Only the queued packets are seen (a flow's SYN, what conntrack doubts).
+    None,
+}
+
+impl Track {
+    /// `shadow` or `none`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Track::Shadow => "shadow",
+            Track::None => "none",
+        }
+    }
 }
 
 /// `daemon.fail_open_invalid`: the fate of INVALID packets nfqwall did not judge.
@@ -202,6 +238,8 @@ pub struct Service {
     pub queue: Vec<CtState>,
     /// Whether to rewrite displaced SACK blocks (and queue SACK-bearing segments).
     pub sack_repair: bool,
+    /// Whether the engine is fed the service's established packets.
+    pub track: Track,
     /// Rules in order; the first terminating match wins.
     pub rules: Vec<Rule>,
 }
@@ -220,8 +258,26 @@ impl Service {
             stateless: false,
             queue: vec![CtState::Invalid, CtState::New],
             sack_repair: false,
+            track: Track::Shadow,
             rules: Vec::new(),
         }
+    }
+
+    /// The `track` a service gets when its config sets none: `shadow` where it queues
+    /// INVALID packets (their judgement needs the windows) and has TCP under
+    /// conntrack; `none` for stateless services and the rest.
+    pub fn default_track(&self) -> Track {
+        let tcp = matches!(self.protocol, Protocol::Tcp | Protocol::Any);
+        if tcp && !self.stateless && self.queue.contains(&CtState::Invalid) {
+            Track::Shadow
+        } else {
+            Track::None
+        }
+    }
+
+    /// Returns true if and only if the service's established packets are fed.
+    pub fn shadowed(&self) -> bool {
+        self.track == Track::Shadow
     }
 }
 
@@ -355,6 +411,9 @@ impl Config {
                 vouch_mark: DEFAULT_VOUCH_MARK,
                 state_mask: DEFAULT_STATE_MASK,
                 fail_open_invalid: FailOpenInvalid::Host,
+                feed_group: DEFAULT_FEED_GROUP,
+                feed_size: DEFAULT_FEED_SIZE,
+                feed_threshold: DEFAULT_FEED_THRESHOLD,
             },
             engine: EngineConfig {
                 max_flows: 1_000_000,

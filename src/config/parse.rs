@@ -16,7 +16,7 @@ use super::FailOpenInvalid;
 use super::{
     host_net, without_host_bits, Config, DaemonConfig, EngineConfig, InterfaceMatch, LengthRange,
     LogTarget, PortRange, Protocol, QueueRange, RateLimit, RatePeriod, Rule, RuleAction, Service,
-    TcpFlagMatch, Timeouts,
+    TcpFlagMatch, Timeouts, Track,
 };
 use crate::engine::meta::CtState;
 use crate::engine::policy::{Action, Mode};
@@ -36,6 +36,9 @@ const DAEMON_KEYS: &[&str] = &[
     "vouch_mark",
     "state_mask",
     "fail_open_invalid",
+    "feed_group",
+    "feed_size",
+    "feed_threshold",
 ];
 const ENGINE_KEYS: &[&str] = &["max_flows", "max_peers", "max_rate_sources", "timeouts"];
 const TIMEOUT_KEYS: &[&str] = &["syn", "established", "closing", "closed", "udp", "other"];
@@ -49,6 +52,7 @@ const SERVICE_KEYS: &[&str] = &[
     "stateless",
     "queue",
     "sack_repair",
+    "track",
     "rule",
 ];
 const RULE_KEYS: &[&str] = &[
@@ -97,6 +101,12 @@ const EXP_VOUCH_MARK: &str =
 const EXP_STATE_MASK: &str =
     "a mask of exactly three adjacent bits, outside daemon.vouch_mark, such as 0x0e000000";
 const EXP_FAIL_OPEN_INVALID: &str = "\"host\" or \"accept\"";
+const EXP_TRACK: &str = "\"shadow\" or \"none\"";
+const EXP_TRACK_STATELESS: &str =
+    "\"none\" (a stateless service has no conntrack state: nothing is ESTABLISHED to feed)";
+const EXP_FEED_GROUP: &str = "an NFLOG group from 0 to 65535";
+const EXP_FEED_SIZE: &str = "a copy range in bytes from 64 to 65535";
+const EXP_FEED_THRESHOLD: &str = "a batch size in packets from 1 to 1024";
 
 /// Ids are `u16`, so more services, or rules in one service, cannot be numbered.
 const MAX_IDS: usize = u16::MAX as usize;
@@ -445,6 +455,15 @@ fn daemon(cx: &Cx, t: &Tab, d: &mut DaemonConfig) -> Result<()> {
             _ => return Err(n.expected(cx, EXP_FAIL_OPEN_INVALID)),
         };
     }
+    if let Some(n) = t.get("feed_group") {
+        d.feed_group = n.int(cx, 0, 65535, EXP_FEED_GROUP)? as u16;
+    }
+    if let Some(n) = t.get("feed_size") {
+        d.feed_size = n.int(cx, 64, 65535, EXP_FEED_SIZE)? as u32;
+    }
+    if let Some(n) = t.get("feed_threshold") {
+        d.feed_threshold = n.int(cx, 1, 1024, EXP_FEED_THRESHOLD)? as u16;
+    }
     let vouch = t.get("vouch_mark");
     let state = t.get("state_mask");
     if let Some(n) = &vouch {
@@ -665,6 +684,25 @@ fn service<'a>(cx: &Cx, t: &Tab<'a>) -> Result<(Service, Node<'a>)> {
     }
     if let Some(n) = t.get("sack_repair") {
         svc.sack_repair = n.bool(cx)?;
+    }
+    svc.track = svc.default_track();
+    if let Some(n) = t.get("track") {
+        svc.track = match n.str(cx, EXP_TRACK)? {
+            "shadow" if svc.stateless => return Err(n.expected(cx, EXP_TRACK_STATELESS)),
+            "shadow" if !matches!(protocol, Protocol::Tcp | Protocol::Any) => {
+                return Err(n.err(
+                    cx,
+                    Problem::NotForProtocol {
+                        what: "track = \"shadow\"",
+                        protocol,
+                        needs: "\"tcp\" or \"any\"",
+                    },
+                ))
+            }
+            "shadow" => Track::Shadow,
+            "none" => Track::None,
+            _ => return Err(n.expected(cx, EXP_TRACK)),
+        };
     }
     if let Some(n) = t.get("rule") {
         let mut seen = Vec::new();

@@ -18,6 +18,7 @@
 //! | `raw`    | `NFQWALL-RAW-OUT`    | `OUTPUT`          | `CT --notrack` their answers (source port) |
 //! | `mangle` | `NFQWALL-MANGLE-IN`  | `INPUT`           | clear nfqwall's mark bits; kernel drop rules; send each service's queued states to `NFQWALL-QUEUE` |
 //! | `mangle` | `NFQWALL-QUEUE`      | `NFQWALL-MANGLE-IN` | write the conntrack state into the state bits ([`marks`]), then `NFQUEUE --queue-bypass` |
+//! | `mangle` | `NFQWALL-MANGLE-OUT` | `OUTPUT`          | the shadow feed of outgoing ESTABLISHED packets (`NFLOG`, no verdict); the incoming ones are fed from `NFQWALL-MANGLE-IN` |
 //! | `filter` | `NFQWALL-IN`         | `INPUT`           | count queued packets nobody judged; accept the INVALID packets nfqwall vouched for |
 //!
 //! A chain with no rules for a family is not rendered at all.
@@ -94,6 +95,9 @@ pub enum OwnChain {
     MangleIn,
     /// `mangle` table, jumped to from `NFQWALL-MANGLE-IN`: state bits, then NFQUEUE.
     Queue,
+    /// `mangle` table, jumped to from `OUTPUT`: the shadow feed of the services'
+    /// outgoing ESTABLISHED packets (NFLOG, no verdict).
+    MangleOut,
     /// `filter` table, jumped to from `INPUT`: the vouch accept and the counter of
     /// packets queued and not judged.
     In,
@@ -102,11 +106,12 @@ pub enum OwnChain {
 impl OwnChain {
     /// Every own chain, in rendering order (raw, mangle, filter; a chain before the
     /// chain it jumps to, so a removal unhooks before it deletes).
-    pub const ALL: [OwnChain; 5] = [
+    pub const ALL: [OwnChain; 6] = [
         OwnChain::RawPre,
         OwnChain::RawOut,
         OwnChain::MangleIn,
         OwnChain::Queue,
+        OwnChain::MangleOut,
         OwnChain::In,
     ];
 
@@ -117,6 +122,7 @@ impl OwnChain {
             OwnChain::RawOut => "NFQWALL-RAW-OUT",
             OwnChain::MangleIn => "NFQWALL-MANGLE-IN",
             OwnChain::Queue => "NFQWALL-QUEUE",
+            OwnChain::MangleOut => "NFQWALL-MANGLE-OUT",
             OwnChain::In => "NFQWALL-IN",
         }
     }
@@ -125,7 +131,7 @@ impl OwnChain {
     pub fn table(self) -> &'static str {
         match self {
             OwnChain::RawPre | OwnChain::RawOut => "raw",
-            OwnChain::MangleIn | OwnChain::Queue => "mangle",
+            OwnChain::MangleIn | OwnChain::Queue | OwnChain::MangleOut => "mangle",
             OwnChain::In => "filter",
         }
     }
@@ -135,7 +141,7 @@ impl OwnChain {
     pub fn hook(self) -> Option<&'static str> {
         match self {
             OwnChain::RawPre => Some("PREROUTING"),
-            OwnChain::RawOut => Some("OUTPUT"),
+            OwnChain::RawOut | OwnChain::MangleOut => Some("OUTPUT"),
             OwnChain::MangleIn | OwnChain::In => Some("INPUT"),
             OwnChain::Queue => None,
         }
@@ -181,6 +187,7 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
     let mut pre = Vec::new();
     let mut out = Vec::new();
     let mut mangle = Vec::new();
+    let mut mangle_out = Vec::new();
     let mut fail_open_accepts = Vec::new();
     let mut queues_anything = false;
     let mut vouches = false;
@@ -207,6 +214,25 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
                 }
                 if enforce {
                     mangle.extend(kernel_drop_rules(&m, service, family));
+                }
+                if service.shadowed() {
+                    // The shadow feed: conntrack accepted these packets (ESTABLISHED,
+                    // after the kernel drops above); NFLOG copies their headers to
+                    // nfqwall and gives no verdict, so nothing waits for it. TCP only.
+                    let feed = Match {
+                        proto: Some("tcp"),
+                        ..m
+                    };
+                    let nflog = nflog_target(&config.daemon);
+                    // SACK-bearing segments of a repairing service are queued (below),
+                    // and judged there: not fed twice.
+                    let inbound = if repairs {
+                        format!("-m tcp ! --tcp-option 5 {nflog}")
+                    } else {
+                        nflog.clone()
+                    };
+                    mangle.push(feed.rule(OwnChain::MangleIn, Dir::Destination, &inbound));
+                    mangle_out.push(feed.rule(OwnChain::MangleOut, Dir::Source, &nflog));
                 }
                 if !service.queue.is_empty() {
                     let target = format!(
@@ -292,6 +318,7 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
         (OwnChain::RawOut, out),
         (OwnChain::MangleIn, mangle),
         (OwnChain::Queue, queue),
+        (OwnChain::MangleOut, mangle_out),
         (OwnChain::In, filter),
     ]
     .into_iter()
@@ -305,6 +332,15 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
         queue_maxlen: config.daemon.queue_maxlen,
         chains,
     }
+}
+
+/// `-m conntrack --ctstate ESTABLISHED -j NFLOG ...`: the shadow feed's match and
+/// target, as `iptables-save` prints them.
+fn nflog_target(d: &crate::config::DaemonConfig) -> String {
+    format!(
+        "-m conntrack --ctstate ESTABLISHED -j NFLOG --nflog-group {} --nflog-size {} --nflog-threshold {}",
+        d.feed_group, d.feed_size, d.feed_threshold
+    )
 }
 
 /// The comment of the counter rule in `filter` that counts packets queued and never
@@ -685,7 +721,9 @@ impl Ruleset {
                 "mangle" => {
                     "# What each service sends to nfqwall, with its conntrack state written into\n\
                      # the mark. Queued from mangle: nfqwall's verdicts, --queue-bypass and the\n\
-                     # kernel's fail-open all go on to filter, where the host's rules decide.\n"
+                     # kernel's fail-open all go on to filter, where the host's rules decide.\n\
+                     # NFLOG rules (track = \"shadow\") copy the headers of ESTABLISHED packets,\n\
+                     # both directions, to nfqwall without a verdict: nothing waits for them.\n"
                 }
                 _ => {
                     "# The one rule that lets a packet skip a host rule: an INVALID packet nfqwall\n\

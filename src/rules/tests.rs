@@ -25,7 +25,14 @@ const MANGLE_NOTE: &str = "\
 # What each service sends to nfqwall, with its conntrack state written into
 # the mark. Queued from mangle: nfqwall's verdicts, --queue-bypass and the
 # kernel's fail-open all go on to filter, where the host's rules decide.
+# NFLOG rules (track = \"shadow\") copy the headers of ESTABLISHED packets,
+# both directions, to nfqwall without a verdict: nothing waits for them.
 ";
+
+/// The shadow feed's match and comment (before the service name) and its target
+/// (default group, size and threshold).
+const NFLOG: &str = "-m conntrack --ctstate ESTABLISHED -m comment --comment";
+const NFLOG_TARGET: &str = "-j NFLOG --nflog-group 7300 --nflog-size 128 --nflog-threshold 64";
 
 const FILTER_NOTE: &str = "\
 # The one rule that lets a packet skip a host rule: an INVALID packet nfqwall
@@ -70,10 +77,14 @@ fn builtin_default_v4_is_one_queue_rule_and_one_jump() {
          {MANGLE_NOTE}\
          :NFQWALL-MANGLE-IN - [0:0]\n\
          :NFQWALL-QUEUE - [0:0]\n\
+         :NFQWALL-MANGLE-OUT - [0:0]\n\
          {CLEAR}\
+         -A NFQWALL-MANGLE-IN -p tcp {NFLOG} all-tcp {NFLOG_TARGET}\n\
          -A NFQWALL-MANGLE-IN -p tcp -m conntrack --ctstate INVALID,NEW -m comment --comment all-tcp -j NFQWALL-QUEUE\n\
          {}\
+         -A NFQWALL-MANGLE-OUT -p tcp {NFLOG} all-tcp {NFLOG_TARGET}\n\
          -I INPUT -j NFQWALL-MANGLE-IN\n\
+         -I OUTPUT -j NFQWALL-MANGLE-OUT\n\
          COMMIT\n\
          *filter\n\
          {FILTER_NOTE}\
@@ -120,13 +131,17 @@ fn stateless_dns_notracks_both_directions_and_queues_untracked() {
          {MANGLE_NOTE}\
          :NFQWALL-MANGLE-IN - [0:0]\n\
          :NFQWALL-QUEUE - [0:0]\n\
+         :NFQWALL-MANGLE-OUT - [0:0]\n\
          {CLEAR}\
          -A NFQWALL-MANGLE-IN -d 192.0.2.53/32 -p udp -m udp --sport 0:1023 --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment \"dns-udp/low-source-port\" -j DROP\n\
          -A NFQWALL-MANGLE-IN -d 192.0.2.53/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m length --length 4097:65535 -m comment --comment \"dns-udp/oversized\" -j DROP\n\
          -A NFQWALL-MANGLE-IN -d 192.0.2.53/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment dns-udp -j NFQWALL-QUEUE\n\
+         -A NFQWALL-MANGLE-IN -d 192.0.2.53/32 -p tcp -m tcp --dport 53 {NFLOG} dns-tcp {NFLOG_TARGET}\n\
          -A NFQWALL-MANGLE-IN -d 192.0.2.53/32 -p tcp -m tcp --dport 53 -m conntrack --ctstate INVALID,NEW -m comment --comment dns-tcp -j NFQWALL-QUEUE\n\
          {}\
+         -A NFQWALL-MANGLE-OUT -s 192.0.2.53/32 -p tcp -m tcp --sport 53 {NFLOG} dns-tcp {NFLOG_TARGET}\n\
          -I INPUT -j NFQWALL-MANGLE-IN\n\
+         -I OUTPUT -j NFQWALL-MANGLE-OUT\n\
          COMMIT\n\
          *filter\n\
          {FILTER_NOTE}\
@@ -186,18 +201,73 @@ fn one_rule_per_address_and_port_range() {
     let q = "-m conntrack --ctstate INVALID,NEW -m comment --comment legacy-http -j NFQWALL-QUEUE";
     // sack_repair: the SACK-bearing segments of each port range are queued too.
     let sack = "-m tcp --tcp-option 5 -m comment --comment legacy-http -j NFQWALL-QUEUE";
+    // track = "shadow" (the default here): the ESTABLISHED packets are fed, except the
+    // SACK-bearing ones, which are queued.
+    let feed = format!("-m tcp ! --tcp-option 5 {NFLOG} legacy-http {NFLOG_TARGET}");
     assert_eq!(
         clear_first(v4(&c).rules(OwnChain::MangleIn)),
         [
+            format!("-A NFQWALL-MANGLE-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 80 {feed}"),
             format!("-A NFQWALL-MANGLE-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 80 {q}"),
             format!("-A NFQWALL-MANGLE-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 80 {sack}"),
+            format!("-A NFQWALL-MANGLE-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 443 {feed}"),
             format!("-A NFQWALL-MANGLE-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 443 {q}"),
             format!("-A NFQWALL-MANGLE-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 443 {sack}"),
+            format!("-A NFQWALL-MANGLE-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 8000:8080 {feed}"),
             format!("-A NFQWALL-MANGLE-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 8000:8080 {q}"),
             format!("-A NFQWALL-MANGLE-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 8000:8080 {sack}"),
         ]
     );
     assert!(!v4(&c).has(OwnChain::RawPre) && !v4(&c).has(OwnChain::RawOut));
+    // Outgoing: by source address and port, no option test.
+    assert_eq!(
+        v4(&c).rules(OwnChain::MangleOut),
+        ["80", "443", "8000:8080"].map(|p| format!(
+            "-A NFQWALL-MANGLE-OUT -s 192.0.2.10/32 -p tcp -m tcp --sport {p} {NFLOG} legacy-http {NFLOG_TARGET}"
+        ))
+    );
+}
+
+#[test]
+fn track_none_stateless_and_udp_services_are_not_fed() {
+    let c = cfg(r#"
+[daemon]
+feed_group = 9
+feed_size = 96
+feed_threshold = 1
+[[service]]
+name = "blind"
+protocol = "tcp"
+ports = [22]
+track = "none"
+[[service]]
+name = "new-only"
+protocol = "tcp"
+ports = [23]
+queue = ["new"]
+[[service]]
+name = "dns"
+protocol = "udp"
+ports = [53]
+[[service]]
+name = "any"
+protocol = "any"
+addresses = ["198.51.100.0/24"]
+"#);
+    let r = v4(&c);
+    let fed: Vec<&String> = r
+        .rules(OwnChain::MangleIn)
+        .iter()
+        .filter(|l| l.contains("NFLOG"))
+        .collect();
+    assert_eq!(
+        fed,
+        ["-A NFQWALL-MANGLE-IN -d 198.51.100.0/24 -p tcp -m conntrack --ctstate ESTABLISHED -m comment --comment any -j NFLOG --nflog-group 9 --nflog-size 96 --nflog-threshold 1"]
+    );
+    assert_eq!(
+        r.rules(OwnChain::MangleOut),
+        ["-A NFQWALL-MANGLE-OUT -s 198.51.100.0/24 -p tcp -m conntrack --ctstate ESTABLISHED -m comment --comment any -j NFLOG --nflog-group 9 --nflog-size 96 --nflog-threshold 1"]
+    );
 }
 
 #[test]
@@ -329,13 +399,17 @@ fn install_on_a_clean_host_declares_fills_and_hooks() {
              *mangle\n\
              :NFQWALL-MANGLE-IN - [0:0]\n\
              :NFQWALL-QUEUE - [0:0]\n\
+             :NFQWALL-MANGLE-OUT - [0:0]\n\
              {CLEAR}\
              -A NFQWALL-MANGLE-IN -d 192.0.2.53/32 -p udp -m udp --sport 0:1023 --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment \"dns-udp/low-source-port\" -j DROP\n\
              -A NFQWALL-MANGLE-IN -d 192.0.2.53/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m length --length 4097:65535 -m comment --comment \"dns-udp/oversized\" -j DROP\n\
              -A NFQWALL-MANGLE-IN -d 192.0.2.53/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment dns-udp {q}\n\
+             -A NFQWALL-MANGLE-IN -d 192.0.2.53/32 -p tcp -m tcp --dport 53 {NFLOG} dns-tcp {NFLOG_TARGET}\n\
              -A NFQWALL-MANGLE-IN -d 192.0.2.53/32 -p tcp -m tcp --dport 53 -m conntrack --ctstate INVALID,NEW -m comment --comment dns-tcp {q}\n\
              {}\
+             -A NFQWALL-MANGLE-OUT -s 192.0.2.53/32 -p tcp -m tcp --sport 53 {NFLOG} dns-tcp {NFLOG_TARGET}\n\
              -I INPUT -j NFQWALL-MANGLE-IN\n\
+             -I OUTPUT -j NFQWALL-MANGLE-OUT\n\
              COMMIT\n\
              *filter\n\
              :NFQWALL-IN - [0:0]\n\
@@ -389,8 +463,9 @@ fn install_with_the_jump_present_refills_without_adding_it() {
     assert!(plan.contains("*filter\n:NFQWALL-IN - [0:0]\n"));
     assert!(!plan.contains("-I INPUT"));
     assert!(!plan.contains("*raw"));
-    // The mark clearing and 3 ports x (queue rule, SACK rule); log-only: no drops.
-    assert_eq!(plan.matches("-A NFQWALL-MANGLE-IN ").count(), 7);
+    // The mark clearing and 3 ports x (feed, queue rule, SACK rule); log-only: no drops.
+    assert_eq!(plan.matches("-A NFQWALL-MANGLE-IN ").count(), 10);
+    assert_eq!(plan.matches("-A NFQWALL-MANGLE-OUT ").count(), 3);
 }
 
 #[test]
@@ -420,10 +495,13 @@ fn install_prunes_own_chains_the_config_no_longer_renders() {
          *mangle\n\
          :NFQWALL-MANGLE-IN - [0:0]\n\
          :NFQWALL-QUEUE - [0:0]\n\
-         -A NFQWALL-MANGLE-IN -j MARK --set-xmark 0x0/0x1e000000\n\
-         -A NFQWALL-MANGLE-IN -p tcp -m conntrack --ctstate INVALID,NEW -m comment --comment all-tcp -j NFQWALL-QUEUE\n"
+         :NFQWALL-MANGLE-OUT - [0:0]\n\
+         -A NFQWALL-MANGLE-IN -j MARK --set-xmark 0x0/0x1e000000\n"
             .to_string()
+            + &format!("-A NFQWALL-MANGLE-IN -p tcp {NFLOG} all-tcp {NFLOG_TARGET}\n")
+            + "-A NFQWALL-MANGLE-IN -p tcp -m conntrack --ctstate INVALID,NEW -m comment --comment all-tcp -j NFQWALL-QUEUE\n"
             + &queue_chain("--queue-num 0 --queue-bypass")
+            + &format!("-A NFQWALL-MANGLE-OUT -p tcp {NFLOG} all-tcp {NFLOG_TARGET}\n")
             + "COMMIT\n\
          *filter\n\
          :NFQWALL-IN - [0:0]\n"
@@ -452,6 +530,9 @@ fn remove_deletes_exactly_the_jumps_and_own_chains() {
          -X NFQWALL-MANGLE-IN\n\
          -F NFQWALL-QUEUE\n\
          -X NFQWALL-QUEUE\n\
+         -D OUTPUT -j NFQWALL-MANGLE-OUT\n\
+         -F NFQWALL-MANGLE-OUT\n\
+         -X NFQWALL-MANGLE-OUT\n\
          COMMIT\n\
          *filter\n\
          -D INPUT -j NFQWALL-IN\n\
@@ -555,6 +636,7 @@ source = ["192.0.2.66"]
             "-A NFQWALL-MANGLE-IN -s 203.0.113.2/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment \"dns/block-b\" -j DROP",
             "-A NFQWALL-MANGLE-IN -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment dns -j NFQWALL-QUEUE",
             "-A NFQWALL-MANGLE-IN -p tcp -m tcp --dport 80 --tcp-flags FIN,PSH,ACK,URG FIN,PSH,URG -m conntrack --ctstate INVALID,NEW -m comment --comment \"web/no-xmas\" -j DROP",
+            "-A NFQWALL-MANGLE-IN -p tcp -m tcp --dport 80 -m conntrack --ctstate ESTABLISHED -m comment --comment web -j NFLOG --nflog-group 7300 --nflog-size 128 --nflog-threshold 64",
             "-A NFQWALL-MANGLE-IN -p tcp -m tcp --dport 80 -m conntrack --ctstate INVALID,NEW -m comment --comment web -j NFQWALL-QUEUE",
         ]
     );
