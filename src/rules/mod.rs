@@ -231,7 +231,10 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
                     } else {
                         nflog.clone()
                     };
-                    mangle.push(feed.rule(OwnChain::MangleIn, Dir::Destination, &inbound));
+                    // A service that queues ESTABLISHED judges its incoming ones there.
+                    if !service.queue.contains(&CtState::Established) {
+                        mangle.push(feed.rule(OwnChain::MangleIn, Dir::Destination, &inbound));
+                    }
                     mangle_out.push(feed.rule(OwnChain::MangleOut, Dir::Source, &nflog));
                 }
                 if !service.queue.is_empty() {
