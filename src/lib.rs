@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod events;
+pub mod nflog;
 pub mod replay;
 pub mod rules;
 pub mod stats;
