@@ -790,10 +790,19 @@ impl Engine {
                     .analysis
                     .on_segment(if side == 0 { Side::First } else { Side::Second }, &info);
                 let mut v = flow.tcp.on_segment(&tracker_segment(side, seg, options));
+                if fed {
+                    flow.tcp.mark_fed(side);
+                }
                 let mut repair = None;
                 if flow.tcp.sack_offset().is_some() {
-                    self.repairs
-                        .note_data(&key, side, seg.seq, seg.payload_len, secs(now_ns));
+                    // Not from the feed: it delivers segments a batch late, and the
+                    // boundary proof assumes every segment up to a SACK block's edge
+                    // is in the ring when the SACK is judged; with some missing, a
+                    // wrong offset a whole number of segments away can fit alone.
+                    if !fed {
+                        self.repairs
+                            .note_data(&key, side, seg.seq, seg.payload_len, secs(now_ns));
+                    }
                     if let Some(Reason::SackDisplaced { .. }) = v.reason {
                         let (reason, exact) =
                             self.learn_offset(&key, side, seg, options, &mut flow.tcp, now_ns);

@@ -89,6 +89,9 @@ mod seen {
     pub const WSCALE: u8 = 16;
     /// Window scaling is known for the flow (both SYNs seen, or given up on).
     pub const SCALE_KNOWN: u8 = 32;
+    /// Its edges come (also) from the shadow feed, which may lag behind the packets
+    /// judged at once.
+    pub const LAGS: u8 = 64;
 }
 
 impl Endpoint {
@@ -260,6 +263,11 @@ impl TcpTracker {
     /// show about a middlebox accumulates, their edges do not.
     pub fn adopt_sack_evidence(&mut self, trial: &TcpTracker) {
         self.sack_offset = trial.sack_offset;
+    }
+
+    /// Marks endpoint `s`'s edges as learned from the shadow feed, which may lag.
+    pub fn mark_fed(&mut self, s: usize) {
+        self.ends[s & 1].seen |= seen::LAGS;
     }
 
     /// Returns true if and only if a segment from `from` was the flow's first and the
@@ -602,10 +610,18 @@ impl TcpTracker {
         // The highest sequence the data sender sent, when nfqwall saw its data; when it
         // did not (live, only doubtful packets are queued), the window the SACK sender
         // offered bounds what can be in flight.
-        let data_end = if data_side.end > ack {
+        // Live, an edge learned from the shadow feed may lag: the feed delivers the
+        // data sender's segments a batch late, while the ACK naming them is judged at
+        // once. What the SACK sender offered bounds what can be in flight whatever
+        // the lag, so such an edge only raises that bound (a lagging edge must never
+        // narrow the offset range past the true offset).
+        let offered = ack + sack_side.maxwin;
+        let data_end = if data_side.end > ack && !data_side.has(seen::LAGS) {
+            data_side.end
+        } else if data_side.end > offered {
             data_side.end
         } else {
-            ack + sack_side.maxwin
+            offered
         };
         let below = data_side.maxwin.max(MIN_SLACK);
         let mut outside = false;
