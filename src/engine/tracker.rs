@@ -616,9 +616,8 @@ impl TcpTracker {
         // the lag, so such an edge only raises that bound (a lagging edge must never
         // narrow the offset range past the true offset).
         let offered = ack + sack_side.maxwin;
-        let data_end = if data_side.end > ack && !data_side.has(seen::LAGS) {
-            data_side.end
-        } else if data_side.end > offered {
+        let exact = data_side.end > ack && !data_side.has(seen::LAGS);
+        let data_end = if exact || data_side.end > offered {
             data_side.end
         } else {
             offered
