@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod engine;
 pub mod events;
 pub mod metrics;
+pub mod nflog;
 pub mod render;
 pub mod replay;
 pub mod rules;

@@ -160,7 +160,8 @@ fn unknown_key() {
         error("[daemon]\nmode = \"enforce\"\nqueus = \"0-3\"\n"),
         "rules/x.toml:3:1: daemon.queus: unknown key \"queus\"; expected one of: mode, \
          queues, queue_maxlen, fail_open, log, log_rate_per_reason, summary_interval, \
-         vouch_mark, state_mask, fail_open_invalid, metrics, log_format, journald"
+         vouch_mark, state_mask, fail_open_invalid, metrics, log_format, journald, feed_group, \
+         feed_size, feed_threshold"
     );
 }
 
@@ -372,6 +373,48 @@ fn rate_checks() {
         error(&web(&format!("{rule}rate = \"5/s\"\nburst = 0\n"))),
         "rules/x.toml:8:9: service[0].rule[0].burst: expected an integer from 1 to \
          4294967295, found 0"
+    );
+}
+
+#[test]
+fn track_defaults_and_errors() {
+    use nfqwall::config::Track;
+    let c = Config::from_toml_str(
+        &(web("")
+            + "[[service]]\nname = \"dns\"\nprotocol = \"udp\"\nstateless = true\n\
+               [[service]]\nname = \"ssh\"\nprotocol = \"tcp\"\nqueue = [\"new\"]\n\
+               [[service]]\nname = \"x\"\nprotocol = \"any\"\ntrack = \"none\"\n"),
+        "t.toml",
+    )
+    .unwrap();
+    let tracks: Vec<Track> = c.services.iter().map(|s| s.track).collect();
+    assert_eq!(
+        tracks,
+        [Track::Shadow, Track::None, Track::None, Track::None]
+    );
+    assert_eq!(
+        error(&web("track = \"full\"\n")),
+        "rules/x.toml:4:9: service[0].track: expected \"shadow\" or \"none\", found \"full\""
+    );
+    assert_eq!(
+        error("[[service]]\nname = \"dns\"\nprotocol = \"udp\"\nstateless = true\ntrack = \"shadow\"\n"),
+        "rules/x.toml:5:9: service[0].track: expected \"none\" (a stateless service has no \
+         conntrack state: nothing is ESTABLISHED to feed), found \"shadow\""
+    );
+    assert_eq!(
+        error("[[service]]\nname = \"dns\"\nprotocol = \"udp\"\ntrack = \"shadow\"\n"),
+        "rules/x.toml:4:9: service[0].track: track = \"shadow\" needs a service with protocol \
+         \"tcp\" or \"any\", but this service's protocol is \"udp\""
+    );
+    assert_eq!(
+        error("[daemon]\nfeed_size = 20\n"),
+        "rules/x.toml:2:13: daemon.feed_size: expected a copy range in bytes from 64 to 65535, \
+         found 20"
+    );
+    assert_eq!(
+        error("[daemon]\nfeed_threshold = 0\n"),
+        "rules/x.toml:2:18: daemon.feed_threshold: expected a batch size in packets from 1 \
+         to 1024, found 0"
     );
 }
 

@@ -831,3 +831,217 @@ fn a_passed_syn_lives_for_the_established_timeout() {
     );
     assert_eq!(engine.flows().len(), 1);
 }
+
+// ---- the shadow feed (Engine::observe) ----
+
+/// Feeds `s` as the shadow feed does: an ESTABLISHED packet NFLOG copied, no verdict.
+fn fed(engine: &Engine, now: u64, s: Seg) {
+    engine.observe(now, &PacketMeta::raw_ip(), &bytes(&s));
+}
+
+/// A connection as the live daemon with the feed sees it: the SYN queued as NEW, the
+/// SYN/ACK and everything established fed; the client sends `upload` bytes in
+/// 1000-byte segments, each acknowledged. Returns the time of the last packet.
+fn fed_connection(engine: &Engine, upload: u32) -> u64 {
+    let server_isn = 5_000_000u32;
+    seen(engine, MS, CtState::New, syn());
+    fed(
+        engine,
+        2 * MS,
+        Seg {
+            from_client: false,
+            syn: true,
+            seq: server_isn,
+            ack: Some(ISN + 1),
+            window: 4096,
+            options: vec![TcpOptionElement::MaximumSegmentSize(1460)],
+            ..templ()
+        },
+    );
+    let mut now = 3 * MS;
+    fed(
+        engine,
+        now,
+        Seg {
+            seq: ISN + 1,
+            ack: Some(server_isn + 1),
+            window: 64240,
+            ..templ()
+        },
+    );
+    for i in 0..upload / 1000 {
+        now += MS;
+        fed(
+            engine,
+            now,
+            Seg {
+                seq: ISN + 1 + i * 1000,
+                ack: Some(server_isn + 1),
+                window: 64240,
+                len: 1000,
+                ..templ()
+            },
+        );
+        now += MS;
+        fed(
+            engine,
+            now,
+            Seg {
+                from_client: false,
+                seq: server_isn + 1,
+                ack: Some(ISN + 1 + (i + 1) * 1000),
+                window: 4096,
+                ..templ()
+            },
+        );
+    }
+    now
+}
+
+/// The client's retransmission of its first, long acknowledged, segment: below the
+/// window's lower bound, so strict conntrack calls it INVALID.
+fn old_retransmission() -> Seg {
+    Seg {
+        seq: ISN + 1,
+        ack: Some(5_000_001),
+        window: 64240,
+        len: 1000,
+        ..templ()
+    }
+}
+
+/// A flow the feed showed whole: a benign INVALID packet (a retransmission of data
+/// acknowledged long ago, which conntrack's lower bound rejects) is vouched for on the
+/// tracker's evidence. Without the feed the same packet is not proven benign.
+#[test]
+fn a_fed_flow_is_whole_and_its_benign_invalid_packets_are_vouched() {
+    use nfqwall::engine::Disposition;
+    let engine = engine(Mode::Enforce);
+    let now = fed_connection(&engine, 20_000);
+    let before = engine
+        .counters()
+        .packets
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        before, 1,
+        "fed packets are not verdicts: only the SYN was judged"
+    );
+    let d = seen(&engine, now + MS, CtState::Invalid, old_retransmission());
+    assert_eq!(
+        (d.disposition, d.reason),
+        (Disposition::Vouch, Some(Reason::RetransmittedAckedData)),
+        "{d:?}"
+    );
+
+    let blind = self::engine(Mode::Enforce);
+    seen(&blind, MS, CtState::New, syn());
+    let d = seen(&blind, 50 * MS, CtState::Invalid, old_retransmission());
+    assert_eq!(
+        (d.disposition, d.reason),
+        (Disposition::PassOn, Some(Reason::NotProvenBenign))
+    );
+}
+
+/// When the feed loses messages the engine trusts less, never more: every flow that
+/// started before the loss is partial again (its benign judgement is no evidence),
+/// until a fresh SYN; a flow picked up after the loss is whole.
+#[test]
+fn a_feed_loss_makes_older_flows_partial() {
+    use nfqwall::engine::Disposition;
+    let engine = engine(Mode::Enforce);
+    let now = fed_connection(&engine, 20_000);
+    engine.feed_lost();
+    // More feed after the loss does not restore trust.
+    fed(
+        &engine,
+        now + MS,
+        Seg {
+            seq: ISN + 20_001,
+            ack: Some(5_000_001),
+            window: 64240,
+            ..templ()
+        },
+    );
+    let d = seen(
+        &engine,
+        now + 2 * MS,
+        CtState::Invalid,
+        old_retransmission(),
+    );
+    assert_eq!(
+        (d.disposition, d.reason),
+        (Disposition::PassOn, Some(Reason::NotProvenBenign))
+    );
+    assert_eq!(engine.feed_epoch(), 1);
+    // Once that flow is gone, a connection started after the loss is whole.
+    engine.expire(8_000_000 * MS);
+    assert_eq!(engine.flows().len(), 0);
+    let engine_now = fed_connection(&engine, 20_000);
+    let d = seen(
+        &engine,
+        engine_now + MS,
+        CtState::Invalid,
+        old_retransmission(),
+    );
+    assert_eq!(d.disposition, Disposition::Vouch, "{d:?}");
+}
+
+/// A connection older than the daemon: its first fed packets pick it up mid-stream,
+/// it outlives the `syn` timeout while idle, and a forged RST 2^31 away is judged
+/// against the window the feed showed: dropped as out of window (without the feed,
+/// only `rst_no_state`).
+#[test]
+fn a_flow_older_than_the_daemon_is_picked_up_from_the_feed() {
+    use nfqwall::engine::Disposition;
+    let mut config = Config::builtin_default();
+    config.daemon.mode = Mode::Enforce;
+    config.engine.timeouts.syn = 2;
+    let engine = Engine::new(&config);
+    let (c, s) = (77_000_000u32, 9_000_000u32);
+    fed(
+        &engine,
+        MS,
+        Seg {
+            seq: c,
+            ack: Some(s),
+            window: 502,
+            len: 10,
+            ..templ()
+        },
+    );
+    fed(
+        &engine,
+        2 * MS,
+        Seg {
+            from_client: false,
+            seq: s,
+            ack: Some(c + 10),
+            window: 509,
+            ..templ()
+        },
+    );
+    assert_eq!(engine.flows().len(), 1);
+    let later = 10_000 * MS;
+    engine.expire(later);
+    assert_eq!(
+        engine.flows().len(),
+        1,
+        "an idle fed flow outlives the syn timeout"
+    );
+    let rst = seen(
+        &engine,
+        later,
+        CtState::Invalid,
+        Seg {
+            seq: (c + 10).wrapping_add(1 << 31),
+            rst: true,
+            ..templ()
+        },
+    );
+    assert_eq!(rst.disposition, Disposition::Drop);
+    assert!(
+        matches!(rst.reason, Some(Reason::RstOutOfWindow { .. })),
+        "{:?}",
+        rst.reason
+    );
+}

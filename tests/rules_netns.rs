@@ -108,11 +108,14 @@ fn roundtrip(backend: &str) {
         assert_eq!(own_rules(saved), own_rules(&printed), "{backend} {fam}");
         // Two NOTRACK rules; in mangle the mark clearing, the two simple drop rules
         // rendered for the kernel and the two queue rules (udp and tcp), and the five
-        // state marks and the NFQUEUE rule; in filter the counter and the vouch accept.
-        assert_eq!(own_rules(saved).len(), 15, "{backend} {fam}: {saved}");
+        // state marks and the NFQUEUE rule; the shadow feed of the tcp service (the
+        // jump, NFLOG and RETURN in; the ESTABLISHED test, NFLOG and RETURN out); in
+        // filter the counter and the vouch accept.
+        assert_eq!(own_rules(saved).len(), 21, "{backend} {fam}: {saved}");
         for jump in [
             "-A PREROUTING -j NFQWALL-RAW-PRE\n-A PREROUTING -p udp",
             "-A OUTPUT -j NFQWALL-RAW-OUT",
+            "-A OUTPUT -j NFQWALL-MANGLE-OUT",
             "-A INPUT -j NFQWALL-MANGLE-IN\n",
             "-A INPUT -j NFQWALL-IN\n-A INPUT -s ",
         ] {
@@ -148,8 +151,8 @@ fn roundtrip(backend: &str) {
     );
     let dry = nfqwall(&ns, &[&["rules", "remove", "--dry-run"][..], &b].concat());
     let dry = String::from_utf8_lossy(&dry.stdout);
-    // Per family: two raw chains, two mangle chains, one filter chain.
-    assert_eq!(dry.matches("-X NFQWALL-").count(), 10, "{dry}");
+    // Per family: two raw chains, four mangle chains, one filter chain.
+    assert_eq!(dry.matches("-X NFQWALL-").count(), 14, "{dry}");
     assert_eq!(save_both(&ns, backend), once, "{backend}: dry run changed");
 
     // Install another config over it: the stale raw chains go, INPUT is refilled.

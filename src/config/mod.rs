@@ -16,7 +16,7 @@ use ipnet::IpNet;
 pub use crate::engine::policy::{Action, Mode};
 pub use crate::engine::spec::{
     InterfaceMatch, LengthRange, Limits, PortRange, Protocol, RateLimit, RatePeriod, Rule,
-    RuleAction, Service, Setup, TcpFlagMatch, Timeouts,
+    RuleAction, Service, Setup, TcpFlagMatch, Timeouts, Track,
 };
 pub use error::{ConfigError, Problem};
 
@@ -59,6 +59,14 @@ pub struct DaemonConfig {
     /// What becomes of an INVALID packet nfqwall could not judge (shed, panic, the
     /// kernel's fail-open, no listener).
     pub fail_open_invalid: FailOpenInvalid,
+    /// The NFLOG group of the shadow feed (`track = "shadow"` services' established
+    /// packets, both directions, in kernel order).
+    pub feed_group: u16,
+    /// Bytes of each fed packet copied to nfqwall (`--nflog-size`): enough for the
+    /// IPv6 and TCP headers with options.
+    pub feed_size: u32,
+    /// Packets the kernel batches into one feed message (`--nflog-threshold`).
+    pub feed_threshold: u16,
     /// Where the OpenMetrics endpoint listens (`None`: no endpoint, the default).
     pub metrics: Option<std::net::SocketAddr>,
     /// The form of event lines.
@@ -107,6 +115,13 @@ impl Journald {
         }
     }
 }
+
+/// Default `daemon.feed_group`.
+pub const DEFAULT_FEED_GROUP: u16 = 7300;
+/// Default `daemon.feed_size`: IPv6 (40) + TCP with the longest options (60), rounded up.
+pub const DEFAULT_FEED_SIZE: u32 = 128;
+/// Default `daemon.feed_threshold`.
+pub const DEFAULT_FEED_THRESHOLD: u16 = 64;
 
 /// `daemon.fail_open_invalid`: the fate of INVALID packets nfqwall did not judge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,6 +234,9 @@ impl Config {
                 metrics: None,
                 log_format: LogFormat::Nfqwall,
                 journald: Journald::Auto,
+                feed_group: DEFAULT_FEED_GROUP,
+                feed_size: DEFAULT_FEED_SIZE,
+                feed_threshold: DEFAULT_FEED_THRESHOLD,
             },
             engine: EngineConfig {
                 max_flows: 1_000_000,

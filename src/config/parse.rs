@@ -15,7 +15,7 @@ use super::error::{ConfigError, Problem};
 use super::{
     host_net, without_host_bits, Config, DaemonConfig, EngineConfig, InterfaceMatch, LengthRange,
     LogTarget, PortRange, Protocol, QueueRange, RateLimit, RatePeriod, Rule, RuleAction, Service,
-    TcpFlagMatch, Timeouts,
+    TcpFlagMatch, Timeouts, Track,
 };
 use super::{FailOpenInvalid, Journald, LogFormat};
 use crate::engine::meta::CtState;
@@ -39,6 +39,9 @@ const DAEMON_KEYS: &[&str] = &[
     "metrics",
     "log_format",
     "journald",
+    "feed_group",
+    "feed_size",
+    "feed_threshold",
 ];
 const ENGINE_KEYS: &[&str] = &["max_flows", "max_peers", "max_rate_sources", "timeouts"];
 const TIMEOUT_KEYS: &[&str] = &["syn", "established", "closing", "closed", "udp", "other"];
@@ -52,6 +55,7 @@ const SERVICE_KEYS: &[&str] = &[
     "stateless",
     "queue",
     "sack_repair",
+    "track",
     "rule",
 ];
 const RULE_KEYS: &[&str] = &[
@@ -104,6 +108,12 @@ const EXP_METRICS: &str =
     "an address and port such as \"127.0.0.1:9477\" or \"[::1]:9477\" (port 1 to 65535)";
 const EXP_LOG_FORMAT: &str = "\"nfqwall\" or \"eve\"";
 const EXP_JOURNALD: &str = "true, false or \"auto\"";
+const EXP_TRACK: &str = "\"shadow\" or \"none\"";
+const EXP_TRACK_STATELESS: &str =
+    "\"none\" (a stateless service has no conntrack state: nothing is ESTABLISHED to feed)";
+const EXP_FEED_GROUP: &str = "an NFLOG group from 0 to 65535";
+const EXP_FEED_SIZE: &str = "a copy range in bytes from 64 to 65535";
+const EXP_FEED_THRESHOLD: &str = "a batch size in packets from 1 to 1024";
 
 /// Ids are `u16`, so more services, or rules in one service, cannot be numbered.
 const MAX_IDS: usize = u16::MAX as usize;
@@ -474,6 +484,15 @@ fn daemon(cx: &Cx, t: &Tab, d: &mut DaemonConfig) -> Result<()> {
             _ => return Err(n.expected(cx, EXP_JOURNALD)),
         };
     }
+    if let Some(n) = t.get("feed_group") {
+        d.feed_group = n.int(cx, 0, 65535, EXP_FEED_GROUP)? as u16;
+    }
+    if let Some(n) = t.get("feed_size") {
+        d.feed_size = n.int(cx, 64, 65535, EXP_FEED_SIZE)? as u32;
+    }
+    if let Some(n) = t.get("feed_threshold") {
+        d.feed_threshold = n.int(cx, 1, 1024, EXP_FEED_THRESHOLD)? as u16;
+    }
     let vouch = t.get("vouch_mark");
     let state = t.get("state_mask");
     if let Some(n) = &vouch {
@@ -694,6 +713,25 @@ fn service<'a>(cx: &Cx, t: &Tab<'a>) -> Result<(Service, Node<'a>)> {
     }
     if let Some(n) = t.get("sack_repair") {
         svc.sack_repair = n.bool(cx)?;
+    }
+    svc.track = svc.default_track();
+    if let Some(n) = t.get("track") {
+        svc.track = match n.str(cx, EXP_TRACK)? {
+            "shadow" if svc.stateless => return Err(n.expected(cx, EXP_TRACK_STATELESS)),
+            "shadow" if !matches!(protocol, Protocol::Tcp | Protocol::Any) => {
+                return Err(n.err(
+                    cx,
+                    Problem::NotForProtocol {
+                        what: "track = \"shadow\"",
+                        protocol,
+                        needs: "\"tcp\" or \"any\"",
+                    },
+                ))
+            }
+            "shadow" => Track::Shadow,
+            "none" => Track::None,
+            _ => return Err(n.expected(cx, EXP_TRACK)),
+        };
     }
     if let Some(n) = t.get("rule") {
         let mut seen = Vec::new();

@@ -21,6 +21,7 @@
 //! to `filter`, where the host's rules decide (rules/README.md).
 
 pub mod ct;
+pub mod feed;
 pub mod iface;
 pub mod queue;
 pub mod services;
@@ -184,6 +185,10 @@ pub struct Shared {
     pub unjudged_known: AtomicBool,
     /// Per-service counters, re-indexed on reload.
     pub services: services::ServiceTable,
+    /// The shadow feed's counters; `None` when no service is shadowed.
+    pub feed: Option<feed::FeedShared>,
+    /// Whether the feed's group is bound and its thread runs.
+    pub feed_bound: AtomicBool,
     start: Instant,
 }
 
@@ -385,6 +390,15 @@ pub fn run(opts: RunOptions, rules: Box<dyn Ruleset>) -> Result<(), DaemonError>
         unjudged_total: AtomicU64::new(0),
         unjudged_known: AtomicBool::new(false),
         services: services::ServiceTable::new(&config),
+        feed: config
+            .services
+            .iter()
+            .any(|s| s.shadowed())
+            .then(|| feed::FeedShared {
+                group: config.daemon.feed_group,
+                ..feed::FeedShared::default()
+            }),
+        feed_bound: AtomicBool::new(false),
         start: Instant::now(),
     });
     let rules_description = rules.describe();
@@ -401,6 +415,7 @@ pub fn run(opts: RunOptions, rules: Box<dyn Ruleset>) -> Result<(), DaemonError>
         reload_pending: false,
         sink,
         workers: Vec::new(),
+        feed_thread: None,
         monitor: None,
         writer: Some(writer),
         rules_installed: false,
@@ -430,6 +445,7 @@ struct Daemon {
     reload_pending: bool,
     sink: EventSink,
     workers: Vec<JoinHandle<()>>,
+    feed_thread: Option<JoinHandle<()>>,
     monitor: Option<JoinHandle<()>>,
     writer: Option<JoinHandle<()>>,
     rules_installed: bool,
@@ -460,6 +476,8 @@ impl Daemon {
             CtSource::None
         };
         let rcvbuf = bound.first().map_or(0, |(_, _, r)| *r);
+        // The feed before the rules: their first NFLOG copies find it listening.
+        let feed_error = self.start_feed().err();
         for (index, (q, _, _)) in bound.into_iter().enumerate() {
             let shared = Arc::clone(&self.shared);
             let sink = self.sink.clone();
@@ -511,6 +529,13 @@ impl Daemon {
                 ),
             }
         }
+        if let Some(e) = &feed_error {
+            let d = &self.config.daemon;
+            self.notice(
+                "warning",
+                json!({"detail": format!("shadow feed: cannot bind NFLOG group {}: {e}; the shadowed services' flows are seen only in part (their SYN and what conntrack doubts), as with track = \"none\"", d.feed_group)}),
+            );
+        }
         if self.ct_source == CtSource::None {
             self.notice(
                 "warning",
@@ -533,6 +558,13 @@ impl Daemon {
             "vouch_mark": format!("{:#x}", d.vouch_mark),
             "state_mask": format!("{:#x}", d.state_mask),
             "socket_rcvbuf": rcvbuf,
+            "feed": self.shared.feed.as_ref().map(|f| json!({
+                "group": f.group,
+                "bound": self.shared.feed_bound.load(Ordering::Relaxed),
+                "size": d.feed_size,
+                "threshold": d.feed_threshold,
+                "rcvbuf": f.rcvbuf.load(Ordering::Relaxed),
+            })),
             "ct_source": self.ct_source.name(),
             "rules": self.rules_description,
             "services": self.config.services.len(),
@@ -548,6 +580,31 @@ impl Daemon {
             sd_notify::NotifyState::Ready,
             sd_notify::NotifyState::Status("judging packets"),
         ]);
+        Ok(())
+    }
+
+    /// Binds the shadow feed's NFLOG group and starts its thread, if some service is
+    /// shadowed. An error leaves the daemon running without the feed.
+    fn start_feed(&mut self) -> Result<(), std::io::Error> {
+        if self.shared.feed.is_none() {
+            return Ok(());
+        }
+        let d = &self.config.daemon;
+        let opts = crate::nflog::Options::for_feed(d.feed_group, d.feed_size, d.feed_threshold);
+        let sock = crate::nflog::NflogSocket::open(&opts)?;
+        if let Some(f) = &self.shared.feed {
+            f.rcvbuf.store(sock.rcvbuf() as u64, Ordering::Relaxed);
+        }
+        let shared = Arc::clone(&self.shared);
+        let h = std::thread::Builder::new()
+            .name("nfqwall-feed".into())
+            .spawn(move || {
+                if let Some(fs) = &shared.feed {
+                    feed::run(sock, &shared, fs);
+                }
+            })?;
+        self.shared.feed_bound.store(true, Ordering::Relaxed);
+        self.feed_thread = Some(h);
         Ok(())
     }
 
@@ -775,6 +832,15 @@ impl Daemon {
         if old.metrics != new.metrics {
             needs_restart.push("daemon.metrics");
         }
+        if (old.feed_group, old.feed_size, old.feed_threshold)
+            != (new.feed_group, new.feed_size, new.feed_threshold)
+        {
+            // The rules take the new values at once; the socket keeps its group.
+            needs_restart.push("daemon.feed_group/feed_size/feed_threshold");
+        }
+        if self.shared.feed.is_none() && cfg.services.iter().any(|s| s.shadowed()) {
+            needs_restart.push("service.track (the feed starts at start-up)");
+        }
         if self.config.engine != cfg.engine {
             needs_restart.push("engine");
         }
@@ -906,6 +972,30 @@ impl Daemon {
                     .into_iter()
                     .filter(|k| numbers.contains(&k.queue))
                     .collect(),
+                feed_packets: shared
+                    .feed
+                    .as_ref()
+                    .map_or(0, |f| f.packets.load(Ordering::Relaxed)),
+                feed_lost: shared
+                    .feed
+                    .as_ref()
+                    .map_or(0, |f| f.lost.load(Ordering::Relaxed)),
+                feed: shared
+                    .feed
+                    .as_ref()
+                    .filter(|_| shared.feed_bound.load(Ordering::Relaxed))
+                    .map(|f| stats::FeedStats {
+                        group: f.group,
+                        batches: f.batches.load(Ordering::Relaxed),
+                        packets: f.packets.load(Ordering::Relaxed),
+                        lost: f.lost.load(Ordering::Relaxed),
+                        overruns: f.overruns.load(Ordering::Relaxed),
+                        errors: f.errors.load(Ordering::Relaxed),
+                        learned: c.fed.load(Ordering::Relaxed),
+                        pickups: c.fed_pickups.load(Ordering::Relaxed),
+                        loss_events: c.feed_losses.load(Ordering::Relaxed),
+                        rcvbuf: f.rcvbuf.load(Ordering::Relaxed),
+                    }),
             }
         }
     }
@@ -946,6 +1036,10 @@ impl Daemon {
                 unsafe { libc::pthread_kill(h.as_pthread_t(), libc::SIGUSR1) };
                 std::thread::sleep(Duration::from_millis(10));
             }
+            let _ = h.join();
+        }
+        if let Some(h) = self.feed_thread.take() {
+            // Its receive timeout (200 ms) lets it see the stop.
             let _ = h.join();
         }
         if let Some(m) = self.monitor.take() {

@@ -14,7 +14,7 @@ use crate::wire::tcp_options::TcpOptions;
 use crate::wire::{self, ParseError, Transport};
 use arc_swap::ArcSwap;
 use core::net::IpAddr;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// What the engine decided for one packet.
@@ -160,6 +160,13 @@ pub struct Counters {
     pub by_pattern: [AtomicU64; Pattern::ALL.len()],
     /// Packets whose displaced SACK blocks were rewritten.
     pub sack_repaired: AtomicU64,
+    /// Packets of the shadow feed the engine learned from ([`Engine::observe`]):
+    /// never judged, never counted as verdicts.
+    pub fed: AtomicU64,
+    /// Fed packets that started a flow the engine did not know (picked up).
+    pub fed_pickups: AtomicU64,
+    /// Times the feed reported a loss ([`Engine::feed_lost`]).
+    pub feed_losses: AtomicU64,
 }
 
 impl Counters {
@@ -175,6 +182,9 @@ impl Counters {
             by_reason: core::array::from_fn(|_| AtomicU64::new(0)),
             by_pattern: core::array::from_fn(|_| AtomicU64::new(0)),
             sack_repaired: AtomicU64::new(0),
+            fed: AtomicU64::new(0),
+            fed_pickups: AtomicU64::new(0),
+            feed_losses: AtomicU64::new(0),
         }
     }
 
@@ -205,6 +215,9 @@ pub struct Engine {
     peers: PeerTable,
     repairs: RepairTable,
     counters: Counters,
+    /// Bumped each time the shadow feed loses messages; a flow is whole only while
+    /// its `fed_epoch` equals it.
+    feed_epoch: AtomicU32,
 }
 
 /// What tracking concluded for one packet.
@@ -244,6 +257,7 @@ impl Engine {
             peers: PeerTable::new(limits.max_peers as usize),
             repairs: RepairTable::new(MAX_REPAIRED_FLOWS),
             counters: Counters::new(),
+            feed_epoch: AtomicU32::new(0),
         }
     }
 
@@ -286,6 +300,57 @@ impl Engine {
         let d = self.judge(now_ns, meta, bytes);
         self.count(&d, now_ns);
         d
+    }
+
+    /// Learns from one packet of the shadow feed: a packet conntrack accepted as
+    /// ESTABLISHED (either direction), copied by NFLOG, never queued and never given
+    /// a verdict. It moves the flow's edges and retransmission analysis exactly as a
+    /// queued ESTABLISHED packet would, picks up a flow the engine did not know
+    /// (older than the daemon, or expired), and marks the flow seen whole (no longer
+    /// `partial`) unless the feed lost messages since the flow started. Nothing is
+    /// counted as a verdict. Returns the tracker's reason, if any (for tests).
+    ///
+    /// Non-TCP and unparsable packets are ignored: the feed renders TCP only.
+    pub fn observe(&self, now_ns: u64, meta: &PacketMeta<'_>, bytes: &[u8]) -> Option<Reason> {
+        let wire_len = if meta.wire_len == 0 {
+            bytes.len() as u32
+        } else {
+            meta.wire_len
+        };
+        let Ok(pkt) = wire::parse(meta.link, bytes, wire_len) else {
+            return None;
+        };
+        let Transport::Tcp(ref seg) = pkt.transport else {
+            return None;
+        };
+        if !tracker::flags_are_valid(seg.flags) {
+            return None;
+        }
+        let Ok(ref options) = seg.options else {
+            return None;
+        };
+        self.counters.fed.fetch_add(1, Ordering::Relaxed);
+        self.track_trusted(now_ns, &pkt, seg, options, true).reason
+    }
+
+    /// The shadow feed lost messages (a gap in their sequence numbers, or the socket
+    /// overran): whatever they said is unknown, so every flow started before now is
+    /// partial from here on (its tracker's judgement is no longer evidence) until a
+    /// fresh SYN starts it again. Flows picked up after the loss are whole.
+    pub fn feed_lost(&self) {
+        self.feed_epoch.fetch_add(1, Ordering::Relaxed);
+        self.counters.feed_losses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The number of feed losses so far (flows remember it when they start).
+    pub fn feed_epoch(&self) -> u32 {
+        self.feed_epoch.load(Ordering::Relaxed)
+    }
+
+    /// Returns true if and only if the engine saw `flow` whole: not partial, and no
+    /// feed loss since it started. Its tracker's benign classes are then evidence.
+    fn whole(&self, flow: &Flow) -> bool {
+        !flow.partial && flow.fed_epoch == self.feed_epoch()
     }
 
     fn judge(&self, now_ns: u64, meta: &PacketMeta<'_>, bytes: &[u8]) -> Decision {
@@ -586,7 +651,9 @@ impl Engine {
                             // Whatever was picked up on these ports before, this SYN
                             // passed conntrack: a fresh start.
                             *flow = Flow::new(now_ns, sender_is_low);
+                            flow.fed_epoch = self.feed_epoch();
                         }
+                        // Until the feed shows the rest of it (its SYN/ACK).
                         flow.partial = true;
                         let patterns = flow.analysis.on_segment(Side::First, &info);
                         let v = flow.tcp.on_segment(&tracker_segment(0, seg, options));
@@ -607,54 +674,9 @@ impl Engine {
                 Tracked::stateless(ct, None, peer)
             }
             CtState::Established => {
-                let r = self
-                    .flows
-                    .with_flow(key, sender_is_low, now_ns, |flow, lookup| {
-                        if lookup == Lookup::Created {
-                            flow.partial = true;
-                        }
-                        let side = flow.side(sender_is_low);
-                        let patterns = flow
-                            .analysis
-                            .on_segment(if side == 0 { Side::First } else { Side::Second }, &info);
-                        let mut v = flow.tcp.on_segment(&tracker_segment(side, seg, options));
-                        let mut repair = None;
-                        if flow.tcp.sack_offset().is_some() {
-                            self.repairs.note_data(
-                                &key,
-                                side,
-                                seg.seq,
-                                seg.payload_len,
-                                secs(now_ns),
-                            );
-                            if let Some(Reason::SackDisplaced { .. }) = v.reason {
-                                let (reason, exact) = self.learn_offset(
-                                    &key,
-                                    side,
-                                    seg,
-                                    options,
-                                    &mut flow.tcp,
-                                    now_ns,
-                                );
-                                v.reason = reason;
-                                repair = exact;
-                            }
-                        }
-                        let initiator =
-                            note_flow(flow, sender_is_low, pkt, now_ns, patterns, v.reason);
-                        (patterns, v.reason, initiator, repair)
-                    });
-                match r {
-                    Some((patterns, reason, initiator, repair)) => Tracked {
-                        ct,
-                        reason,
-                        patterns,
-                        peer: Some(initiator),
-                        repair,
-                        evidence: false,
-                    },
-                    None => Tracked::stateless(ct, Some(Reason::FlowTableFull), peer),
-                }
+                let mut t = self.track_trusted(now_ns, pkt, seg, options, false);
+                t.ct = ct;
+                t
             }
             CtState::Invalid => {
                 let r = self.flows.with_existing_flow(key, now_ns, |flow| {
@@ -690,7 +712,7 @@ impl Engine {
                         Some(r @ Reason::SackDisplaced { .. }) if evidence => Some(r),
                         // A flow the engine saw whole (replay, or every packet fed to
                         // it): its tracker's judgement is evidence, as in full view.
-                        r if !flow.partial => {
+                        r if self.whole(flow) => {
                             let named = r.unwrap_or_else(|| benign_name(patterns));
                             evidence = named.class() == Class::Benign;
                             Some(named)
@@ -734,6 +756,78 @@ impl Engine {
                     }
                 }
             }
+        }
+    }
+
+    /// A packet conntrack accepted as ESTABLISHED: queued (`fed` false: a SACK-bearing
+    /// segment of a repairing service, or a service that queues ESTABLISHED) or from
+    /// the shadow feed (`fed` true). Trusted: the flow learns from it, and a flow the
+    /// engine did not know is picked up mid-stream. A queued one leaves the flow
+    /// partial; a fed one shows the flow whole, unless the feed lost messages since
+    /// the flow started.
+    fn track_trusted(
+        &self,
+        now_ns: u64,
+        pkt: &wire::Packet<'_>,
+        seg: &wire::TcpSegment<'_>,
+        options: &TcpOptions,
+        fed: bool,
+    ) -> Tracked {
+        let peer = Some(pkt.src);
+        let (key, sender_is_low) = FlowKey::new(pkt.src, seg.sport, pkt.dst, seg.dport, pkt.proto);
+        let info = segment_info(now_ns, seg, options);
+        let epoch = self.feed_epoch();
+        let r = self
+            .flows
+            .with_flow(key, sender_is_low, now_ns, |flow, lookup| {
+                if lookup == Lookup::Created {
+                    flow.partial = !fed;
+                    flow.fed_epoch = epoch;
+                    if fed {
+                        self.counters.fed_pickups.fetch_add(1, Ordering::Relaxed);
+                    }
+                } else if fed && flow.fed_epoch == epoch {
+                    // Everything since the flow started was seen (queued or fed).
+                    flow.partial = false;
+                }
+                let side = flow.side(sender_is_low);
+                let patterns = flow
+                    .analysis
+                    .on_segment(if side == 0 { Side::First } else { Side::Second }, &info);
+                let mut v = flow.tcp.on_segment(&tracker_segment(side, seg, options));
+                if fed {
+                    flow.tcp.mark_fed(side);
+                }
+                let mut repair = None;
+                if flow.tcp.sack_offset().is_some() {
+                    // Not from the feed: it delivers segments a batch late, and the
+                    // boundary proof assumes every segment up to a SACK block's edge
+                    // is in the ring when the SACK is judged; with some missing, a
+                    // wrong offset a whole number of segments away can fit alone.
+                    if !fed {
+                        self.repairs
+                            .note_data(&key, side, seg.seq, seg.payload_len, secs(now_ns));
+                    }
+                    if let Some(Reason::SackDisplaced { .. }) = v.reason {
+                        let (reason, exact) =
+                            self.learn_offset(&key, side, seg, options, &mut flow.tcp, now_ns);
+                        v.reason = reason;
+                        repair = exact;
+                    }
+                }
+                let initiator = note_flow(flow, sender_is_low, pkt, now_ns, patterns, v.reason);
+                (patterns, v.reason, initiator, repair)
+            });
+        match r {
+            Some((patterns, reason, initiator, repair)) => Tracked {
+                ct: CtState::Established,
+                reason,
+                patterns,
+                peer: Some(initiator),
+                repair,
+                evidence: false,
+            },
+            None => Tracked::stateless(CtState::Established, Some(Reason::FlowTableFull), peer),
         }
     }
 

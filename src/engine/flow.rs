@@ -100,7 +100,12 @@ pub struct Flow {
     pub replied: bool,
     /// True when the engine sees only part of the flow (live, or replay as deployed):
     /// its SYN and the packets conntrack doubted, not its established traffic.
+    /// The shadow feed clears it ([`crate::engine::Engine::observe`]).
     pub partial: bool,
+    /// The engine's feed epoch ([`crate::engine::Engine::feed_epoch`]) when the flow
+    /// started (its SYN, or its first trusted packet): the flow is whole only while
+    /// the feed has lost nothing since, so a loss makes every older flow partial.
+    pub fed_epoch: u32,
 }
 
 /// Whole seconds of a nanosecond timestamp, as flows store them.
@@ -123,6 +128,7 @@ impl Flow {
             first_is_low,
             replied: false,
             partial: false,
+            fed_epoch: 0,
         }
     }
 

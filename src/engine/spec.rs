@@ -48,6 +48,27 @@ pub struct Timeouts {
     pub other: u32,
 }
 
+/// `service.track`: whether nfqwall sees the service's established traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Track {
+    /// The rendered ruleset copies the headers of the service's ESTABLISHED packets,
+    /// both directions, to nfqwall over NFLOG (no verdict, never delayed): the engine
+    /// learns the flows' real windows and sees them whole.
+    Shadow,
+    /// Only the queued packets are seen (a flow's SYN, what conntrack doubts).
+    None,
+}
+
+impl Track {
+    /// `shadow` or `none`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Track::Shadow => "shadow",
+            Track::None => "none",
+        }
+    }
+}
+
 /// The IP protocol a service covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -116,6 +137,8 @@ pub struct Service {
     pub queue: Vec<CtState>,
     /// Whether to rewrite displaced SACK blocks (and queue SACK-bearing segments).
     pub sack_repair: bool,
+    /// Whether the engine is fed the service's established packets.
+    pub track: Track,
     /// Rules in order; the first terminating match wins.
     pub rules: Vec<Rule>,
 }
@@ -134,8 +157,26 @@ impl Service {
             stateless: false,
             queue: vec![CtState::Invalid, CtState::New],
             sack_repair: false,
+            track: Track::Shadow,
             rules: Vec::new(),
         }
+    }
+
+    /// The `track` a service gets when its config sets none: `shadow` where it queues
+    /// INVALID packets (their judgement needs the windows) and has TCP under
+    /// conntrack; `none` for stateless services and the rest.
+    pub fn default_track(&self) -> Track {
+        let tcp = matches!(self.protocol, Protocol::Tcp | Protocol::Any);
+        if tcp && !self.stateless && self.queue.contains(&CtState::Invalid) {
+            Track::Shadow
+        } else {
+            Track::None
+        }
+    }
+
+    /// Returns true if and only if the service's established packets are fed.
+    pub fn shadowed(&self) -> bool {
+        self.track == Track::Shadow
     }
 }
 

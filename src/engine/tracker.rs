@@ -93,6 +93,9 @@ mod seen {
     /// what the other side acknowledged (live, the server's segments are not queued,
     /// so its edges come from the client's ACKs and an ACK beyond them proves nothing).
     pub const OWN: u8 = 64;
+    /// Its edges come (also) from the shadow feed, which may lag behind the packets
+    /// judged at once.
+    pub const LAGS: u8 = 128;
 }
 
 impl Endpoint {
@@ -278,6 +281,11 @@ impl TcpTracker {
         {
             self.ends[r] = theirs;
         }
+    }
+
+    /// Marks endpoint `s`'s edges as learned from the shadow feed, which may lag.
+    pub fn mark_fed(&mut self, s: usize) {
+        self.ends[s & 1].seen |= seen::LAGS;
     }
 
     /// Returns true if and only if a segment from `from` was the flow's first and the
@@ -620,10 +628,17 @@ impl TcpTracker {
         // The highest sequence the data sender sent, when nfqwall saw its data; when it
         // did not (live, only doubtful packets are queued), the window the SACK sender
         // offered bounds what can be in flight.
-        let data_end = if data_side.end > ack {
+        // Live, an edge learned from the shadow feed may lag: the feed delivers the
+        // data sender's segments a batch late, while the ACK naming them is judged at
+        // once. What the SACK sender offered bounds what can be in flight whatever
+        // the lag, so such an edge only raises that bound (a lagging edge must never
+        // narrow the offset range past the true offset).
+        let offered = ack + sack_side.maxwin;
+        let exact = data_side.end > ack && !data_side.has(seen::LAGS);
+        let data_end = if exact || data_side.end > offered {
             data_side.end
         } else {
-            ack + sack_side.maxwin
+            offered
         };
         let below = data_side.maxwin.max(MIN_SLACK);
         let mut outside = false;

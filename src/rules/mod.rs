@@ -18,6 +18,8 @@
 //! | `raw`    | `NFQWALL-RAW-OUT`    | `OUTPUT`          | `CT --notrack` their answers (source port) |
 //! | `mangle` | `NFQWALL-MANGLE-IN`  | `INPUT`           | clear nfqwall's mark bits; kernel drop rules; send each service's queued states to `NFQWALL-QUEUE` |
 //! | `mangle` | `NFQWALL-QUEUE`      | `NFQWALL-MANGLE-IN` | write the conntrack state into the state bits ([`marks`]), then `NFQUEUE --queue-bypass` |
+//! | `mangle` | `NFQWALL-FEED-IN`    | `NFQWALL-MANGLE-IN` | the shadow feed of incoming ESTABLISHED packets: per service in order, `NFLOG` (no verdict) if `track = "shadow"`, then `RETURN` (first match wins) |
+//! | `mangle` | `NFQWALL-MANGLE-OUT` | `OUTPUT`          | the same for outgoing ESTABLISHED packets, by source address and port |
 //! | `filter` | `NFQWALL-IN`         | `INPUT`           | count queued packets nobody judged; accept the INVALID packets nfqwall vouched for |
 //!
 //! A chain with no rules for a family is not rendered at all.
@@ -92,8 +94,15 @@ pub enum OwnChain {
     RawOut,
     /// `mangle` table, jumped to from `INPUT`: what to queue (and kernel drops).
     MangleIn,
+    /// `mangle` table, jumped to from `NFQWALL-MANGLE-IN` with the ESTABLISHED
+    /// packets: the shadow feed of incoming packets (NFLOG, no verdict), first match
+    /// wins per service.
+    FeedIn,
     /// `mangle` table, jumped to from `NFQWALL-MANGLE-IN`: state bits, then NFQUEUE.
     Queue,
+    /// `mangle` table, jumped to from `OUTPUT`: the shadow feed of the services'
+    /// outgoing ESTABLISHED packets (NFLOG, no verdict).
+    MangleOut,
     /// `filter` table, jumped to from `INPUT`: the vouch accept and the counter of
     /// packets queued and not judged.
     In,
@@ -102,11 +111,13 @@ pub enum OwnChain {
 impl OwnChain {
     /// Every own chain, in rendering order (raw, mangle, filter; a chain before the
     /// chain it jumps to, so a removal unhooks before it deletes).
-    pub const ALL: [OwnChain; 5] = [
+    pub const ALL: [OwnChain; 7] = [
         OwnChain::RawPre,
         OwnChain::RawOut,
         OwnChain::MangleIn,
+        OwnChain::FeedIn,
         OwnChain::Queue,
+        OwnChain::MangleOut,
         OwnChain::In,
     ];
 
@@ -116,7 +127,9 @@ impl OwnChain {
             OwnChain::RawPre => "NFQWALL-RAW-PRE",
             OwnChain::RawOut => "NFQWALL-RAW-OUT",
             OwnChain::MangleIn => "NFQWALL-MANGLE-IN",
+            OwnChain::FeedIn => "NFQWALL-FEED-IN",
             OwnChain::Queue => "NFQWALL-QUEUE",
+            OwnChain::MangleOut => "NFQWALL-MANGLE-OUT",
             OwnChain::In => "NFQWALL-IN",
         }
     }
@@ -125,7 +138,9 @@ impl OwnChain {
     pub fn table(self) -> &'static str {
         match self {
             OwnChain::RawPre | OwnChain::RawOut => "raw",
-            OwnChain::MangleIn | OwnChain::Queue => "mangle",
+            OwnChain::MangleIn | OwnChain::FeedIn | OwnChain::Queue | OwnChain::MangleOut => {
+                "mangle"
+            }
             OwnChain::In => "filter",
         }
     }
@@ -135,9 +150,9 @@ impl OwnChain {
     pub fn hook(self) -> Option<&'static str> {
         match self {
             OwnChain::RawPre => Some("PREROUTING"),
-            OwnChain::RawOut => Some("OUTPUT"),
+            OwnChain::RawOut | OwnChain::MangleOut => Some("OUTPUT"),
             OwnChain::MangleIn | OwnChain::In => Some("INPUT"),
-            OwnChain::Queue => None,
+            OwnChain::Queue | OwnChain::FeedIn => None,
         }
     }
 
@@ -181,6 +196,9 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
     let mut pre = Vec::new();
     let mut out = Vec::new();
     let mut mangle = Vec::new();
+    let mut mangle_out = Vec::new();
+    let mut feed_in = Vec::new();
+    let mut shadowed = false;
     let mut fail_open_accepts = Vec::new();
     let mut queues_anything = false;
     let mut vouches = false;
@@ -192,6 +210,10 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
         let enforce = kernel_rules_apply(config, service);
         let queues_invalid = service.queue.contains(&CtState::Invalid);
         let repairs = service.sack_repair && service.protocol == Protocol::Tcp;
+        // Services whose TCP packets conntrack tracks take part in the feed's
+        // first-match order, fed (`track = "shadow"`) or not.
+        let feeds_tcp =
+            matches!(service.protocol, Protocol::Tcp | Protocol::Any) && !service.stateless;
         vouches |= enforce && (queues_invalid || repairs);
         for addr in &addresses {
             for ports in port_ranges(service) {
@@ -207,6 +229,34 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
                 }
                 if enforce {
                     mangle.extend(kernel_drop_rules(&m, service, family));
+                }
+                if feeds_tcp {
+                    // The shadow feed, first match wins as for the services: a packet
+                    // of this service is fed by this service's rule or not at all
+                    // (RETURN), never by a later, wider service's. NFLOG copies the
+                    // headers and gives no verdict, so nothing waits for it.
+                    let feed = Match {
+                        proto: Some("tcp"),
+                        ..m
+                    };
+                    let nflog = nflog_target(&config.daemon);
+                    if service.shadowed() {
+                        // SACK-bearing segments of a repairing service are queued
+                        // (below) and judged there, and a service that queues
+                        // ESTABLISHED judges all its incoming ones: not fed twice.
+                        if !service.queue.contains(&CtState::Established) {
+                            let inbound = if repairs {
+                                format!("-m tcp ! --tcp-option 5 {nflog}")
+                            } else {
+                                nflog.clone()
+                            };
+                            feed_in.push(feed.rule(OwnChain::FeedIn, Dir::Destination, &inbound));
+                        }
+                        mangle_out.push(feed.rule(OwnChain::MangleOut, Dir::Source, &nflog));
+                        shadowed = true;
+                    }
+                    feed_in.push(feed.rule(OwnChain::FeedIn, Dir::Destination, "-j RETURN"));
+                    mangle_out.push(feed.rule(OwnChain::MangleOut, Dir::Source, "-j RETURN"));
                 }
                 if !service.queue.is_empty() {
                     let target = format!(
@@ -241,6 +291,26 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
                 }
             }
         }
+    }
+    if shadowed {
+        mangle.insert(
+            0,
+            format!(
+                "-A {} -m conntrack --ctstate ESTABLISHED -j {}",
+                OwnChain::MangleIn.name(),
+                OwnChain::FeedIn.name()
+            ),
+        );
+        mangle_out.insert(
+            0,
+            format!(
+                "-A {} -m conntrack ! --ctstate ESTABLISHED -j RETURN",
+                OwnChain::MangleOut.name()
+            ),
+        );
+    } else {
+        feed_in.clear();
+        mangle_out.clear();
     }
     let mut queue = Vec::new();
     let mut filter = Vec::new();
@@ -291,7 +361,9 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
         (OwnChain::RawPre, pre),
         (OwnChain::RawOut, out),
         (OwnChain::MangleIn, mangle),
+        (OwnChain::FeedIn, feed_in),
         (OwnChain::Queue, queue),
+        (OwnChain::MangleOut, mangle_out),
         (OwnChain::In, filter),
     ]
     .into_iter()
@@ -305,6 +377,15 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
         queue_maxlen: config.daemon.queue_maxlen,
         chains,
     }
+}
+
+/// `-j NFLOG ...`: the shadow feed's target, as `iptables-save` prints it (the
+/// feed's chains see only ESTABLISHED packets).
+fn nflog_target(d: &crate::config::DaemonConfig) -> String {
+    format!(
+        "-j NFLOG --nflog-group {} --nflog-size {} --nflog-threshold {}",
+        d.feed_group, d.feed_size, d.feed_threshold
+    )
 }
 
 /// The comment of the counter rule in `filter` that counts packets queued and never
@@ -685,7 +766,9 @@ impl Ruleset {
                 "mangle" => {
                     "# What each service sends to nfqwall, with its conntrack state written into\n\
                      # the mark. Queued from mangle: nfqwall's verdicts, --queue-bypass and the\n\
-                     # kernel's fail-open all go on to filter, where the host's rules decide.\n"
+                     # kernel's fail-open all go on to filter, where the host's rules decide.\n\
+                     # NFLOG rules (track = \"shadow\") copy the headers of ESTABLISHED packets,\n\
+                     # both directions, to nfqwall without a verdict: nothing waits for them.\n"
                 }
                 _ => {
                     "# The one rule that lets a packet skip a host rule: an INVALID packet nfqwall\n\

@@ -25,7 +25,19 @@ const MANGLE_NOTE: &str = "\
 # What each service sends to nfqwall, with its conntrack state written into
 # the mark. Queued from mangle: nfqwall's verdicts, --queue-bypass and the
 # kernel's fail-open all go on to filter, where the host's rules decide.
+# NFLOG rules (track = \"shadow\") copy the headers of ESTABLISHED packets,
+# both directions, to nfqwall without a verdict: nothing waits for them.
 ";
+
+/// The shadow feed's match and comment (before the service name) and its target
+/// (default group, size and threshold).
+const NFLOG: &str = "-m comment --comment";
+const NFLOG_TARGET: &str = "-j NFLOG --nflog-group 7300 --nflog-size 128 --nflog-threshold 64";
+/// The jump to the feed's chain for incoming packets, and the first rule of the
+/// outgoing one.
+const TO_FEED: &str =
+    "-A NFQWALL-MANGLE-IN -m conntrack --ctstate ESTABLISHED -j NFQWALL-FEED-IN\n";
+const OUT_FIRST: &str = "-A NFQWALL-MANGLE-OUT -m conntrack ! --ctstate ESTABLISHED -j RETURN\n";
 
 const FILTER_NOTE: &str = "\
 # The one rule that lets a packet skip a host rule: an INVALID packet nfqwall
@@ -69,11 +81,20 @@ fn builtin_default_v4_is_one_queue_rule_and_one_jump() {
          *mangle\n\
          {MANGLE_NOTE}\
          :NFQWALL-MANGLE-IN - [0:0]\n\
+         :NFQWALL-FEED-IN - [0:0]\n\
          :NFQWALL-QUEUE - [0:0]\n\
+         :NFQWALL-MANGLE-OUT - [0:0]\n\
          {CLEAR}\
+         {TO_FEED}\
          -A NFQWALL-MANGLE-IN -p tcp -m conntrack --ctstate INVALID,NEW -m comment --comment all-tcp -j NFQWALL-QUEUE\n\
+         -A NFQWALL-FEED-IN -p tcp {NFLOG} all-tcp {NFLOG_TARGET}\n\
+         -A NFQWALL-FEED-IN -p tcp -m comment --comment all-tcp -j RETURN\n\
          {}\
+         {OUT_FIRST}\
+         -A NFQWALL-MANGLE-OUT -p tcp {NFLOG} all-tcp {NFLOG_TARGET}\n\
+         -A NFQWALL-MANGLE-OUT -p tcp -m comment --comment all-tcp -j RETURN\n\
          -I INPUT -j NFQWALL-MANGLE-IN\n\
+         -I OUTPUT -j NFQWALL-MANGLE-OUT\n\
          COMMIT\n\
          *filter\n\
          {FILTER_NOTE}\
@@ -119,14 +140,23 @@ fn stateless_dns_notracks_both_directions_and_queues_untracked() {
          *mangle\n\
          {MANGLE_NOTE}\
          :NFQWALL-MANGLE-IN - [0:0]\n\
+         :NFQWALL-FEED-IN - [0:0]\n\
          :NFQWALL-QUEUE - [0:0]\n\
+         :NFQWALL-MANGLE-OUT - [0:0]\n\
          {CLEAR}\
+         {TO_FEED}\
          -A NFQWALL-MANGLE-IN -d 192.0.2.53/32 -p udp -m udp --sport 0:1023 --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment \"dns-udp/low-source-port\" -j DROP\n\
          -A NFQWALL-MANGLE-IN -d 192.0.2.53/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m length --length 4097:65535 -m comment --comment \"dns-udp/oversized\" -j DROP\n\
          -A NFQWALL-MANGLE-IN -d 192.0.2.53/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment dns-udp -j NFQWALL-QUEUE\n\
          -A NFQWALL-MANGLE-IN -d 192.0.2.53/32 -p tcp -m tcp --dport 53 -m conntrack --ctstate INVALID,NEW -m comment --comment dns-tcp -j NFQWALL-QUEUE\n\
+         -A NFQWALL-FEED-IN -d 192.0.2.53/32 -p tcp -m tcp --dport 53 {NFLOG} dns-tcp {NFLOG_TARGET}\n\
+         -A NFQWALL-FEED-IN -d 192.0.2.53/32 -p tcp -m tcp --dport 53 -m comment --comment dns-tcp -j RETURN\n\
          {}\
+         {OUT_FIRST}\
+         -A NFQWALL-MANGLE-OUT -s 192.0.2.53/32 -p tcp -m tcp --sport 53 {NFLOG} dns-tcp {NFLOG_TARGET}\n\
+         -A NFQWALL-MANGLE-OUT -s 192.0.2.53/32 -p tcp -m tcp --sport 53 -m comment --comment dns-tcp -j RETURN\n\
          -I INPUT -j NFQWALL-MANGLE-IN\n\
+         -I OUTPUT -j NFQWALL-MANGLE-OUT\n\
          COMMIT\n\
          *filter\n\
          {FILTER_NOTE}\
@@ -154,6 +184,7 @@ fn v6_rendering_keeps_only_v6_addresses() {
     );
     assert!(clear_first(r.rules(OwnChain::MangleIn))
         .iter()
+        .filter(|l| l.contains("--comment"))
         .all(|l| l.contains("-d 2001:db8::53/128 ")));
 }
 
@@ -186,9 +217,13 @@ fn one_rule_per_address_and_port_range() {
     let q = "-m conntrack --ctstate INVALID,NEW -m comment --comment legacy-http -j NFQWALL-QUEUE";
     // sack_repair: the SACK-bearing segments of each port range are queued too.
     let sack = "-m tcp --tcp-option 5 -m comment --comment legacy-http -j NFQWALL-QUEUE";
+    // track = "shadow" (the default here): the ESTABLISHED packets are fed, except the
+    // SACK-bearing ones, which are queued.
+    let feed = format!("-m tcp ! --tcp-option 5 {NFLOG} legacy-http {NFLOG_TARGET}");
     assert_eq!(
         clear_first(v4(&c).rules(OwnChain::MangleIn)),
         [
+            TO_FEED.trim_end().to_string(),
             format!("-A NFQWALL-MANGLE-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 80 {q}"),
             format!("-A NFQWALL-MANGLE-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 80 {sack}"),
             format!("-A NFQWALL-MANGLE-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 443 {q}"),
@@ -198,6 +233,81 @@ fn one_rule_per_address_and_port_range() {
         ]
     );
     assert!(!v4(&c).has(OwnChain::RawPre) && !v4(&c).has(OwnChain::RawOut));
+    let ret = "-m comment --comment legacy-http -j RETURN";
+    assert_eq!(
+        v4(&c).rules(OwnChain::FeedIn),
+        ["80", "443", "8000:8080"]
+            .iter()
+            .flat_map(|p| [
+                format!("-A NFQWALL-FEED-IN -d 192.0.2.10/32 -p tcp -m tcp --dport {p} {feed}"),
+                format!("-A NFQWALL-FEED-IN -d 192.0.2.10/32 -p tcp -m tcp --dport {p} {ret}"),
+            ])
+            .collect::<Vec<_>>()
+    );
+    // Outgoing: by source address and port, no option test.
+    let mut out = vec![OUT_FIRST.trim_end().to_string()];
+    for p in ["80", "443", "8000:8080"] {
+        let m = format!("-A NFQWALL-MANGLE-OUT -s 192.0.2.10/32 -p tcp -m tcp --sport {p}");
+        out.push(format!("{m} {NFLOG} legacy-http {NFLOG_TARGET}"));
+        out.push(format!("{m} {ret}"));
+    }
+    assert_eq!(v4(&c).rules(OwnChain::MangleOut), out);
+}
+
+#[test]
+fn track_none_stateless_and_udp_services_are_not_fed() {
+    let c = cfg(r#"
+[daemon]
+feed_group = 9
+feed_size = 96
+feed_threshold = 1
+[[service]]
+name = "blind"
+protocol = "tcp"
+ports = [22]
+track = "none"
+[[service]]
+name = "new-only"
+protocol = "tcp"
+ports = [23]
+queue = ["new"]
+[[service]]
+name = "dns"
+protocol = "udp"
+ports = [53]
+[[service]]
+name = "any"
+protocol = "any"
+addresses = ["198.51.100.0/24"]
+"#);
+    // First match wins, as for the services: port 22's ESTABLISHED packets return
+    // unfed before the wider "any" service could feed them; udp and stateless
+    // services take no part (their packets are not tracked TCP).
+    let r = v4(&c);
+    let nflog = "-j NFLOG --nflog-group 9 --nflog-size 96 --nflog-threshold 1";
+    assert_eq!(
+        r.rules(OwnChain::FeedIn),
+        [
+            "-A NFQWALL-FEED-IN -p tcp -m tcp --dport 22 -m comment --comment blind -j RETURN"
+                .to_string(),
+            "-A NFQWALL-FEED-IN -p tcp -m tcp --dport 23 -m comment --comment new-only -j RETURN"
+                .to_string(),
+            format!(
+                "-A NFQWALL-FEED-IN -d 198.51.100.0/24 -p tcp -m comment --comment any {nflog}"
+            ),
+            "-A NFQWALL-FEED-IN -d 198.51.100.0/24 -p tcp -m comment --comment any -j RETURN"
+                .to_string(),
+        ]
+    );
+    assert_eq!(r.rules(OwnChain::MangleOut)[0], OUT_FIRST.trim_end());
+    assert_eq!(r.rules(OwnChain::MangleOut).len(), 5);
+    // Without a shadowed service, no feed chain at all.
+    let none = cfg("[[service]]\nname = \"a\"\nprotocol = \"tcp\"\ntrack = \"none\"\n");
+    assert!(!v4(&none).has(OwnChain::FeedIn) && !v4(&none).has(OwnChain::MangleOut));
+    assert!(!v4(&none)
+        .rules(OwnChain::MangleIn)
+        .iter()
+        .any(|l| l.contains("FEED")));
 }
 
 #[test]
@@ -301,14 +411,23 @@ fn install_on_a_clean_host_declares_fills_and_hooks() {
              COMMIT\n\
              *mangle\n\
              :NFQWALL-MANGLE-IN - [0:0]\n\
+             :NFQWALL-FEED-IN - [0:0]\n\
              :NFQWALL-QUEUE - [0:0]\n\
+             :NFQWALL-MANGLE-OUT - [0:0]\n\
              {CLEAR}\
+             {TO_FEED}\
              -A NFQWALL-MANGLE-IN -d 192.0.2.53/32 -p udp -m udp --sport 0:1023 --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment \"dns-udp/low-source-port\" -j DROP\n\
              -A NFQWALL-MANGLE-IN -d 192.0.2.53/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m length --length 4097:65535 -m comment --comment \"dns-udp/oversized\" -j DROP\n\
              -A NFQWALL-MANGLE-IN -d 192.0.2.53/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment dns-udp {q}\n\
              -A NFQWALL-MANGLE-IN -d 192.0.2.53/32 -p tcp -m tcp --dport 53 -m conntrack --ctstate INVALID,NEW -m comment --comment dns-tcp {q}\n\
+             -A NFQWALL-FEED-IN -d 192.0.2.53/32 -p tcp -m tcp --dport 53 {NFLOG} dns-tcp {NFLOG_TARGET}\n\
+             -A NFQWALL-FEED-IN -d 192.0.2.53/32 -p tcp -m tcp --dport 53 -m comment --comment dns-tcp -j RETURN\n\
              {}\
+             {OUT_FIRST}\
+             -A NFQWALL-MANGLE-OUT -s 192.0.2.53/32 -p tcp -m tcp --sport 53 {NFLOG} dns-tcp {NFLOG_TARGET}\n\
+             -A NFQWALL-MANGLE-OUT -s 192.0.2.53/32 -p tcp -m tcp --sport 53 -m comment --comment dns-tcp -j RETURN\n\
              -I INPUT -j NFQWALL-MANGLE-IN\n\
+             -I OUTPUT -j NFQWALL-MANGLE-OUT\n\
              COMMIT\n\
              *filter\n\
              :NFQWALL-IN - [0:0]\n\
@@ -362,8 +481,11 @@ fn install_with_the_jump_present_refills_without_adding_it() {
     assert!(plan.contains("*filter\n:NFQWALL-IN - [0:0]\n"));
     assert!(!plan.contains("-I INPUT"));
     assert!(!plan.contains("*raw"));
-    // The mark clearing and 3 ports x (queue rule, SACK rule); log-only: no drops.
-    assert_eq!(plan.matches("-A NFQWALL-MANGLE-IN ").count(), 7);
+    // The mark clearing, the jump to the feed and 3 ports x (queue rule, SACK rule);
+    // log-only: no drops. The feed: 3 ports x (NFLOG, RETURN) each way.
+    assert_eq!(plan.matches("-A NFQWALL-MANGLE-IN ").count(), 8);
+    assert_eq!(plan.matches("-A NFQWALL-FEED-IN ").count(), 6);
+    assert_eq!(plan.matches("-A NFQWALL-MANGLE-OUT ").count(), 7);
 }
 
 #[test]
@@ -392,11 +514,19 @@ fn install_prunes_own_chains_the_config_no_longer_renders() {
          COMMIT\n\
          *mangle\n\
          :NFQWALL-MANGLE-IN - [0:0]\n\
+         :NFQWALL-FEED-IN - [0:0]\n\
          :NFQWALL-QUEUE - [0:0]\n\
-         -A NFQWALL-MANGLE-IN -j MARK --set-xmark 0x0/0x1e000000\n\
-         -A NFQWALL-MANGLE-IN -p tcp -m conntrack --ctstate INVALID,NEW -m comment --comment all-tcp -j NFQWALL-QUEUE\n"
+         :NFQWALL-MANGLE-OUT - [0:0]\n\
+         -A NFQWALL-MANGLE-IN -j MARK --set-xmark 0x0/0x1e000000\n"
             .to_string()
+            + TO_FEED
+            + "-A NFQWALL-MANGLE-IN -p tcp -m conntrack --ctstate INVALID,NEW -m comment --comment all-tcp -j NFQWALL-QUEUE\n"
+            + &format!("-A NFQWALL-FEED-IN -p tcp {NFLOG} all-tcp {NFLOG_TARGET}\n")
+            + "-A NFQWALL-FEED-IN -p tcp -m comment --comment all-tcp -j RETURN\n"
             + &queue_chain("--queue-num 0 --queue-bypass")
+            + OUT_FIRST
+            + &format!("-A NFQWALL-MANGLE-OUT -p tcp {NFLOG} all-tcp {NFLOG_TARGET}\n")
+            + "-A NFQWALL-MANGLE-OUT -p tcp -m comment --comment all-tcp -j RETURN\n"
             + "COMMIT\n\
          *filter\n\
          :NFQWALL-IN - [0:0]\n"
@@ -423,8 +553,13 @@ fn remove_deletes_exactly_the_jumps_and_own_chains() {
          -D INPUT -j NFQWALL-MANGLE-IN\n\
          -F NFQWALL-MANGLE-IN\n\
          -X NFQWALL-MANGLE-IN\n\
+         -F NFQWALL-FEED-IN\n\
+         -X NFQWALL-FEED-IN\n\
          -F NFQWALL-QUEUE\n\
          -X NFQWALL-QUEUE\n\
+         -D OUTPUT -j NFQWALL-MANGLE-OUT\n\
+         -F NFQWALL-MANGLE-OUT\n\
+         -X NFQWALL-MANGLE-OUT\n\
          COMMIT\n\
          *filter\n\
          -D INPUT -j NFQWALL-IN\n\
@@ -525,13 +660,14 @@ source = ["192.0.2.66"]
     assert_eq!(
         clear_first(v4(&c).rules(OwnChain::MangleIn)),
         [
+            TO_FEED.trim_end(),
             "-A NFQWALL-MANGLE-IN -s 203.0.113.2/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment \"dns/block-b\" -j DROP",
             "-A NFQWALL-MANGLE-IN -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment dns -j NFQWALL-QUEUE",
             "-A NFQWALL-MANGLE-IN -p tcp -m tcp --dport 80 --tcp-flags FIN,PSH,ACK,URG FIN,PSH,URG -m conntrack --ctstate INVALID,NEW -m comment --comment \"web/no-xmas\" -j DROP",
             "-A NFQWALL-MANGLE-IN -p tcp -m tcp --dport 80 -m conntrack --ctstate INVALID,NEW -m comment --comment web -j NFQWALL-QUEUE",
         ]
     );
-    assert!(clear_first(v6(&c).rules(OwnChain::MangleIn))[0]
+    assert!(clear_first(v6(&c).rules(OwnChain::MangleIn))[1]
         .starts_with("-A NFQWALL-MANGLE-IN -s 2001:db8:b::/48 "));
     let log_only = cfg(&text.replace("mode = \"enforce\"", "mode = \"log-only\""));
     assert!(v4(&log_only)

@@ -232,6 +232,43 @@ pub struct Snapshot {
     pub queues: Vec<QueueStats>,
     /// The kernel's counters for the daemon's queues.
     pub kernel: Vec<KernelQueue>,
+    /// Packets of the shadow feed received (ESTABLISHED packets of `track = "shadow"`
+    /// services, both directions, learned from and never judged).
+    #[serde(default)]
+    pub feed_packets: u64,
+    /// Feed packets the kernel numbered and never delivered (nfqwall fell behind and
+    /// the socket was full): after a loss the engine trusts the flows less.
+    #[serde(default)]
+    pub feed_lost: u64,
+    /// The feed in detail; `null` when no service is shadowed (or it could not bind).
+    #[serde(default)]
+    pub feed: Option<FeedStats>,
+}
+
+/// The shadow feed's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedStats {
+    /// The NFLOG group.
+    pub group: u16,
+    /// Kernel batches (datagrams) received.
+    pub batches: u64,
+    /// Packets received.
+    pub packets: u64,
+    /// Packets lost (gaps in the kernel's numbering).
+    pub lost: u64,
+    /// Times the socket overran (`ENOBUFS`).
+    pub overruns: u64,
+    /// Receive errors other than timeouts and overruns; malformed messages.
+    pub errors: u64,
+    /// Packets the engine learned from (TCP that parsed).
+    pub learned: u64,
+    /// Flows the feed picked up that the engine did not know (older than the daemon,
+    /// or expired meanwhile).
+    pub pickups: u64,
+    /// Losses reported to the engine (each made every older flow partial).
+    pub loss_events: u64,
+    /// The socket's receive buffer, bytes.
+    pub rcvbuf: u64,
 }
 
 /// Why `nfqwall stats` could not get a snapshot.
@@ -283,7 +320,7 @@ pub fn render_table(s: &Snapshot) -> String {
         s.config.as_deref().unwrap_or("(built-in default)")
     );
     let _ = writeln!(o);
-    let rows: [(&str, u64); 18] = [
+    let rows: [(&str, u64); 20] = [
         ("packets", s.packets),
         ("accepted", s.accepted),
         ("dropped", s.dropped),
@@ -297,6 +334,8 @@ pub fn render_table(s: &Snapshot) -> String {
         ("events_written", s.events.written),
         ("events_suppressed", s.events.suppressed),
         ("events_channel_full", s.events.channel_full),
+        ("feed_packets", s.feed_packets),
+        ("feed_lost", s.feed_lost),
         ("flows", s.flows),
         ("peers", s.peers),
         ("rate_buckets", s.rate_buckets),
