@@ -11,6 +11,7 @@ pub mod engine;
 pub mod events;
 pub mod render;
 pub mod replay;
+pub mod report;
 pub mod rules;
 pub mod stats;
 pub mod wire;
