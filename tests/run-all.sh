@@ -14,6 +14,7 @@ packages=(
   dnsmasq-base dnsutils dnsperf iperf3 nftables python3 python3-scapy systemd
   libnetfilter-queue-dev pkg-config
   man-db binutils
+  chromium  # tests/report_html.rs loads nfqwall report's HTML in headless Chromium
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -243,14 +243,18 @@ pub fn from_events<R: BufRead>(source: &str, input: R) -> std::io::Result<Report
         ));
     }
     if skipped > 0 {
-        report.notes.push(format!(
-            "{skipped} lines were not JSON objects and were skipped"
-        ));
+        report.notes.push(if skipped == 1 {
+            "1 line was not a JSON object and was skipped".to_string()
+        } else {
+            format!("{skipped} lines were not JSON objects and were skipped")
+        });
     }
     if no_ts > 0 {
-        report
-            .notes
-            .push(format!("{no_ts} lines had no readable ts and were skipped"));
+        report.notes.push(format!(
+            "{no_ts} JSON line{} had no readable ts and {} skipped",
+            if no_ts == 1 { "" } else { "s" },
+            if no_ts == 1 { "was" } else { "were" }
+        ));
     }
     report.finish(span);
     Ok(report)
@@ -299,6 +303,9 @@ not json
         let top = r.top_reasons();
         assert_eq!(top[0], ("slightly_beyond_window", "benign", 6));
         assert_eq!(r.start_ns, parse_ts("2024-05-01T12:00:00Z").unwrap());
-        assert!(r.notes.iter().any(|n| n.contains("1 lines were not JSON")));
+        assert!(r
+            .notes
+            .iter()
+            .any(|n| n.contains("1 line was not a JSON object")));
     }
 }

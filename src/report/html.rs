@@ -464,7 +464,7 @@ fn timeline(o: &mut String, p: &PeerReport) {
     let _ = writeln!(
         o,
         "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{unit} since {}</text></g>\n</svg>",
-        LABEL_W - 6.0,
+        LABEL_W - 16.0,
         y + 15.0,
         format_ts(axis.start).get(11..19).unwrap_or("start")
     );
