@@ -10,7 +10,12 @@ use std::io::{BufReader, BufWriter, Write};
 pub fn run(args: ReplayArgs) -> Result<()> {
     let config = load_config(args.config.as_ref(), args.mode)?;
     let engine = Engine::new(&config);
-    let model = Engine::new(&config);
+    // The conntrack model stands for the kernel's conntrack, whose table and timeouts
+    // are not nfqwall's `[engine]` bounds: with the config's (a small `max_flows`) the
+    // model would call real SYNs INVALID once nfqwall's table is full. Built-in ones.
+    let mut model_config = config.clone();
+    model_config.engine = nfqwall::config::Config::builtin_default().engine;
+    let model = Engine::new(&model_config);
     let visibility = match args.visibility {
         VisibilityArg::Full => replay::Visibility::Full(args.ct_state.hint()),
         VisibilityArg::Deployed => replay::Visibility::Deployed { model: &model },

@@ -15,13 +15,15 @@
 //! on success, at once, reloads the engine's policy.
 //!
 //! Fail-open layers, outermost first: `--queue-bypass` on the NFQUEUE rules (no
-//! listener: accept); the queue's fail-open flag (kernel queue full: accept); load
-//! shedding here (backlog above half the queue: accept uninspected, counted as
-//! `shed`); a panic while judging one packet accepts that packet (`internal_error`).
+//! listener); the queue's fail-open flag (kernel queue or socket full); load shedding
+//! here (backlog above half the queue, counted as `shed`); a panic while judging one
+//! packet (`internal_error`). Each leaves the packet unjudged: it goes on from `mangle`
+//! to `filter`, where the host's rules decide (rules/README.md).
 
 pub mod ct;
 pub mod iface;
 pub mod queue;
+pub mod test_hook;
 pub mod verdict;
 
 use crate::config::{Config, QueueRange};
@@ -338,6 +340,8 @@ fn sd_notify(states: &[sd_notify::NotifyState]) {
 /// the event log is flushed.
 pub fn run(opts: RunOptions, rules: Box<dyn Ruleset>) -> Result<(), DaemonError> {
     let config = (opts.load)().map_err(DaemonError::Config)?;
+    // Before any queue is bound: the hook is armed for every packet or none.
+    test_hook::arm();
     let engine = Arc::new(Engine::new(&config));
     let gate = Arc::new(RateGate::new(config.daemon.log_rate_per_reason));
     let counters = Arc::new(EventCounters::default());
@@ -491,26 +495,27 @@ impl Daemon {
             self.spawn_monitor(read)?;
         }
         let d = &self.config.daemon;
-        self.notice(
-            "start",
-            json!({
-                "version": env!("CARGO_PKG_VERSION"),
-                "pid": std::process::id(),
-                "config": self.opts.config_path.as_ref().map(|p| p.display().to_string()),
-                "mode": d.mode.name(),
-                "queues": self.shared.queues.iter().map(|q| q.number).collect::<Vec<_>>(),
-                "queue_maxlen": d.queue_maxlen,
-                "fail_open": d.fail_open,
-                "fail_open_invalid": d.fail_open_invalid.name(),
-                "vouch_mark": format!("{:#x}", d.vouch_mark),
-                "state_mask": format!("{:#x}", d.state_mask),
-                "socket_rcvbuf": rcvbuf,
-                "ct_source": self.ct_source.name(),
-                "rules": self.rules_description,
-                "services": self.config.services.len(),
-                "stats_socket": self.opts.stats_socket.display().to_string(),
-            }),
-        );
+        let mut start = json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "config": self.opts.config_path.as_ref().map(|p| p.display().to_string()),
+            "mode": d.mode.name(),
+            "queues": self.shared.queues.iter().map(|q| q.number).collect::<Vec<_>>(),
+            "queue_maxlen": d.queue_maxlen,
+            "fail_open": d.fail_open,
+            "fail_open_invalid": d.fail_open_invalid.name(),
+            "vouch_mark": format!("{:#x}", d.vouch_mark),
+            "state_mask": format!("{:#x}", d.state_mask),
+            "socket_rcvbuf": rcvbuf,
+            "ct_source": self.ct_source.name(),
+            "rules": self.rules_description,
+            "services": self.config.services.len(),
+            "stats_socket": self.opts.stats_socket.display().to_string(),
+        });
+        if let Some(port) = test_hook::arm() {
+            start["test_panic_sport"] = json!(port);
+        }
+        self.notice("start", start);
         sd_notify(&[
             sd_notify::NotifyState::Ready,
             sd_notify::NotifyState::Status("judging packets"),

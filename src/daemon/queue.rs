@@ -222,6 +222,7 @@ fn handle(
         .fetch_add(1, Ordering::Relaxed);
         let in_iface = ifaces.name(indev);
         judge(engine, shedding, || {
+            super::test_hook::check(payload);
             let meta = PacketMeta {
                 link: LinkType::RawIp,
                 ct,

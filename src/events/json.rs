@@ -103,7 +103,7 @@ pub fn internal_error_json(wall_ns: u64, queue: u16, message: &str) -> Value {
         "queue": queue,
         "verdict": "accept",
         "reason": "internal_error",
-        "detail": format!("judging a packet panicked: {message} (bug in nfqwall; packet accepted uninspected)"),
+        "detail": format!("judging a packet panicked: {message} (bug in nfqwall); not judged, left to the host's rules"),
     })
 }
 

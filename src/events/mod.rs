@@ -58,7 +58,7 @@ pub struct PacketEvent {
 pub enum Event {
     /// A notable packet.
     Packet(PacketEvent),
-    /// Judging a packet panicked; it was accepted.
+    /// Judging a packet panicked; not judged, it went on to the host's rules.
     InternalError {
         /// Wall-clock time, ns.
         wall_ns: u64,

@@ -605,6 +605,12 @@ impl Host {
     /// Starts `nfqwall run` in the server with `config` (`None`: the built-in default,
     /// no `--config`) and waits for its `start` event.
     pub fn start_daemon(&mut self, config: Option<&str>) {
+        self.start_daemon_env(config, "");
+    }
+
+    /// [`Host::start_daemon`] with `env` (`NAME=VALUE ...`, may be empty) in the
+    /// daemon's environment.
+    pub fn start_daemon_env(&mut self, config: Option<&str>, env: &str) {
         let conf = match config {
             Some(body) => {
                 let text = body.replace("@LOG@", &self.path("events.jsonl"));
@@ -619,7 +625,7 @@ impl Host {
             }
         };
         let cmd = format!(
-            "{BIN} run {conf} --socket {} >>{} 2>>{}",
+            "env {env} {BIN} run {conf} --socket {} >>{} 2>>{}",
             self.path("stats.sock"),
             self.path("stdout.jsonl"),
             self.path("stderr.txt")
