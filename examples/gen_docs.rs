@@ -41,7 +41,7 @@ config and ruleset atomically, or none.
 0 on success; 1 on any error, which is printed once on standard error.
 .SH SEE ALSO
 \fBnfqwall\-run\fR(8), \fBnfqwall\-rules\fR(8), \fBnfqwall\-replay\fR(8),
-\fBnfqwall\-stats\fR(8), \fBiptables\fR(8), \fBsystemctl\fR(1),
+\fBnfqwall\-stats\fR(8), \fBnfqwall\-report\fR(8), \fBiptables\fR(8), \fBsystemctl\fR(1),
 \fI/usr/share/doc/nfqwall/README.md\fR
 "#;
 

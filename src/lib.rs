@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod nflog;
 pub mod render;
 pub mod replay;
+pub mod report;
 pub mod rules;
 pub mod stats;
 pub mod wire;

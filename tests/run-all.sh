@@ -15,6 +15,7 @@ packages=(
   libnetfilter-queue-dev pkg-config
   man-db binutils
   prometheus python3-prometheus-client
+  chromium  # tests/report_html.rs loads nfqwall report's HTML in headless Chromium
 )
 missing=()
 for p in "${packages[@]}"; do

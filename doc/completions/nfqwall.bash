@@ -25,6 +25,9 @@ _nfqwall() {
             nfqwall,replay)
                 cmd="nfqwall__subcmd__replay"
                 ;;
+            nfqwall,report)
+                cmd="nfqwall__subcmd__report"
+                ;;
             nfqwall,rules)
                 cmd="nfqwall__subcmd__rules"
                 ;;
@@ -50,7 +53,7 @@ _nfqwall() {
 
     case "${cmd}" in
         nfqwall)
-            opts="-h -V --help --version replay check config rules run stats"
+            opts="-h -V --help --version replay check config rules run stats report"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -112,6 +115,40 @@ _nfqwall() {
                     ;;
                 --mode)
                     COMPREPLY=($(compgen -W "enforce log-only" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        nfqwall__subcmd__report)
+            opts="-o -h --output --config --visibility --top --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --visibility)
+                    COMPREPLY=($(compgen -W "full deployed" -- "${cur}"))
+                    return 0
+                    ;;
+                --top)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

@@ -32,6 +32,7 @@ complete -c nfqwall -n "__fish_nfqwall_needs_command" -f -a "config" -d 'Print c
 complete -c nfqwall -n "__fish_nfqwall_needs_command" -f -a "rules" -d 'Render, install or remove the kernel ruleset that feeds nfqwall'
 complete -c nfqwall -n "__fish_nfqwall_needs_command" -f -a "run" -d 'Run the firewall: judge the packets the kernel queues (NFQUEUE) until SIGTERM'
 complete -c nfqwall -n "__fish_nfqwall_needs_command" -f -a "stats" -d 'Show the running daemon\'s counters and the kernel\'s queue counters'
+complete -c nfqwall -n "__fish_nfqwall_needs_command" -f -a "report" -d 'Draw each peer\'s trouble (a capture or an events log) as one HTML file'
 complete -c nfqwall -n "__fish_nfqwall_using_subcommand replay" -l config -d 'Config file (default: the built-in default config)' -r -F
 complete -c nfqwall -n "__fish_nfqwall_using_subcommand replay" -l ct-state -d 'Conntrack state the engine assumes for every packet (auto: derive it). With `--visibility deployed` the state comes from the conntrack model instead' -r -f -a "auto\t'Derived from the engine\'s own tracking, as conntrack would see it'
 new\t'Every packet NEW'
@@ -87,3 +88,9 @@ complete -c nfqwall -n "__fish_nfqwall_using_subcommand run" -s h -l help -d 'Pr
 complete -c nfqwall -n "__fish_nfqwall_using_subcommand stats" -l socket -d 'Path of the daemon\'s stats socket' -r -F
 complete -c nfqwall -n "__fish_nfqwall_using_subcommand stats" -l json -d 'Print the snapshot as JSON instead of a table'
 complete -c nfqwall -n "__fish_nfqwall_using_subcommand stats" -s h -l help -d 'Print help'
+complete -c nfqwall -n "__fish_nfqwall_using_subcommand report" -s o -l output -d 'The HTML file to write (one self-contained file: inline CSS and SVG)' -r -F
+complete -c nfqwall -n "__fish_nfqwall_using_subcommand report" -l config -d 'Config file for captures (default: the built-in default config)' -r -F
+complete -c nfqwall -n "__fish_nfqwall_using_subcommand report" -l visibility -d 'Which packets of a capture the engine sees: `full` (every frame) or `deployed` (only what the config\'s rendered ruleset would queue)' -r -f -a "full\t'Every frame of the capture'
+deployed\t'Only the frames the rendered ruleset would queue to the live daemon'"
+complete -c nfqwall -n "__fish_nfqwall_using_subcommand report" -l top -d 'Peers drawn, most trouble first' -r
+complete -c nfqwall -n "__fish_nfqwall_using_subcommand report" -s h -l help -d 'Print help (see more with \'--help\')'

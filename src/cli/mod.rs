@@ -3,6 +3,7 @@
 //! `main`.
 
 mod replay;
+mod report;
 mod rules;
 mod run;
 mod stats;
@@ -45,6 +46,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Show the running daemon's counters and the kernel's queue counters.
     Stats(stats::StatsArgs),
+    /// Draw each peer's trouble (a capture or an events log) as one HTML file.
+    Report(report::ReportArgs),
 }
 
 /// Arguments of `nfqwall replay`.
@@ -148,6 +151,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Rules(cmd) => rules::run(cmd),
         Command::Run(args) => run::run(args),
         Command::Stats(args) => stats::run(args),
+        Command::Report(args) => report::run(args),
         Command::Check { file } => {
             let config = Config::load(&file)?;
             println!(
