@@ -107,8 +107,11 @@ pub struct Decision {
     pub patterns: Patterns,
     /// The conntrack state used for the rules (given, or derived).
     pub ct_state: CtState,
-    /// Addresses and ports, when the packet was IP.
+    /// Addresses and ports, when the packet was IP (the innermost packet's, when
+    /// it travelled in a tunnel).
     pub tuple: Option<Tuple>,
+    /// The encapsulations peeled to reach the packet that was judged.
+    pub tunnel: wire::tunnel::Tunnels,
     /// The service the packet belongs to.
     pub service: Option<ServiceId>,
     /// The rule that decided, if one did.
@@ -304,6 +307,7 @@ impl Engine {
             patterns: Patterns::EMPTY,
             ct_state: given_ct,
             tuple: None,
+            tunnel: wire::tunnel::Tunnels::NONE,
             service: None,
             rule: None,
             logged_rule: None,
@@ -337,6 +341,7 @@ impl Engine {
             Transport::Udp { sport, dport } => (Some(sport), Some(dport), None),
             _ => (None, None, None),
         };
+        d.tunnel = pkt.tunnel;
         d.tuple = Some(Tuple {
             src: pkt.src,
             dst: pkt.dst,

@@ -89,7 +89,10 @@ pub fn link_type(linktype: u32) -> Result<LinkType, u32> {
         0 | 108 => LinkType::Null,
         1 => LinkType::Ethernet,
         12 | 14 | 101 | 228 | 229 => LinkType::RawIp,
+        105 => LinkType::Ieee80211,
         113 => LinkType::LinuxSll,
+        127 => LinkType::Ieee80211Radiotap,
+        239 => LinkType::Nflog,
         276 => LinkType::LinuxSll2,
         other => return Err(other),
     })
