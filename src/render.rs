@@ -12,7 +12,7 @@ use crate::wire::proto;
 use std::fmt::Write as _;
 
 /// Appends the shared fields of `d`, starting with a comma: `src`, `dst`, `sport`,
-/// `dport`, `proto`, `verdict`, `reason`, `analysis`, `would_drop`, `would_accept`,
+/// `dport`, `proto`, `tunnel`, `verdict`, `reason`, `analysis`, `would_drop`, `would_accept`,
 /// `disposition`, `mode`, `ct_state`, `service`, `rule`, `detail`, then `offset` for
 /// SACK displacement and `sack_repair` when a repair is due.
 pub fn decision_fields(out: &mut String, d: &Decision, policy: &Policy) {
@@ -36,6 +36,18 @@ pub fn decision_fields(out: &mut String, d: &Decision, policy: &Policy) {
         None => {
             out.push_str(",\"src\":null,\"dst\":null,\"sport\":null,\"dport\":null,\"proto\":null")
         }
+    }
+    if d.tunnel.is_empty() {
+        out.push_str(",\"tunnel\":null");
+    } else {
+        out.push_str(",\"tunnel\":[");
+        for (i, e) in d.tunnel.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "\"{}\"", e.name());
+        }
+        out.push(']');
     }
     let _ = write!(out, ",\"verdict\":\"{}\"", d.verdict.name());
     match d.reason {

@@ -161,6 +161,18 @@ fn unreadable_inputs_fail_with_a_clear_message() {
         "{}",
         stderr(&o)
     );
+    let dir = std::env::temp_dir().join(format!("nfqwall-snoop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let snoop = dir.join("trace.snoop");
+    std::fs::write(&snoop, b"snoop\0\0\0\0\0\0\x02\0\0\0\x04").unwrap();
+    let o = nfqwall(&["replay", snoop.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("format not supported: snoop (convert with editcap -F pcap)"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
     let o = nfqwall(&["replay", "/nonexistent.pcap"]);
     assert!(!o.status.success());
     assert!(

@@ -9,13 +9,34 @@ use nfqwall::wire;
 use proptest::prelude::*;
 use std::sync::OnceLock;
 
-const LINKS: [LinkType; 5] = [
+const LINKS: [LinkType; 8] = [
     LinkType::RawIp,
     LinkType::Ethernet,
     LinkType::LinuxSll,
     LinkType::LinuxSll2,
     LinkType::Null,
+    LinkType::Ieee80211,
+    LinkType::Ieee80211Radiotap,
+    LinkType::Nflog,
 ];
+
+/// An IPv4 header (protocol `proto`) and, for UDP, a header to `port`, before
+/// arbitrary bytes: the tunnel decoders behind it see hostile content.
+fn outer(proto: u8, port: u16, rest: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    if proto == 17 {
+        body.extend_from_slice(&[0x9c, 0x40]);
+        body.extend_from_slice(&port.to_be_bytes());
+        body.extend_from_slice(&((8 + rest.len()) as u16).to_be_bytes());
+        body.extend_from_slice(&[0, 0]);
+    }
+    body.extend_from_slice(rest);
+    let mut v = vec![0x45, 0];
+    v.extend_from_slice(&((20 + body.len()) as u16).to_be_bytes());
+    v.extend_from_slice(&[0, 1, 0, 0, 64, proto, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+    v.extend_from_slice(&body);
+    v
+}
 
 fn shared_engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
@@ -30,12 +51,25 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(4096))]
 
     #[test]
-    fn parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200), link in 0usize..5, extra in 0u32..100) {
+    fn tunnel_decoders_never_panic(rest in proptest::collection::vec(any::<u8>(), 0..200), which in 0usize..7, cut in 0usize..240) {
+        let (proto, port) = [(4, 0), (41, 0), (47, 0), (17, 4789), (17, 6081), (17, 2152), (47, 0)][which];
+        let mut rest = rest;
+        if which == 6 {
+            // GRE with a protocol type worth following.
+            rest.splice(0..rest.len().min(4), [0x10, 0x00, 0x88, 0xbe]);
+        }
+        let pkt = outer(proto, port, &rest);
+        let _ = wire::parse(LinkType::RawIp, &pkt[..cut.min(pkt.len())], pkt.len() as u32);
+        let _ = wire::parse(LinkType::RawIp, &pkt, pkt.len() as u32);
+    }
+
+    #[test]
+    fn parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200), link in 0usize..LINKS.len(), extra in 0u32..100) {
         let _ = wire::parse(LINKS[link], &bytes, bytes.len() as u32 + extra);
     }
 
     #[test]
-    fn engine_never_panics_on_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200), link in 0usize..5, now in any::<u64>()) {
+    fn engine_never_panics_on_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200), link in 0usize..LINKS.len(), now in any::<u64>()) {
         let meta = PacketMeta { link: LINKS[link], ..PacketMeta::raw_ip() };
         let _ = shared_engine().decide(now, &meta, &bytes);
     }

@@ -352,6 +352,8 @@ pub fn run(opts: RunOptions, rules: Box<dyn Ruleset>) -> Result<(), DaemonError>
     // Before any queue is bound: the hook is armed for every packet or none.
     test_hook::arm();
     let engine = Arc::new(Engine::new(&config));
+    // Judge what the kernel queued, as its conntrack and rules saw it: the outer packet.
+    engine.set_follow_tunnels(false);
     let gate = Arc::new(RateGate::new(config.daemon.log_rate_per_reason));
     let counters = Arc::new(EventCounters::default());
     let summary_interval = Arc::new(AtomicU32::new(config.daemon.summary_interval));

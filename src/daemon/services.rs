@@ -162,6 +162,7 @@ mod tests {
             repair_offset: None,
             rewrite: None,
             rewritten: false,
+            tunnel: crate::wire::tunnel::Tunnels::NONE,
         }
     }
 }

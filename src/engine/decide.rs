@@ -107,8 +107,11 @@ pub struct Decision {
     pub patterns: Patterns,
     /// The conntrack state used for the rules (given, or derived).
     pub ct_state: CtState,
-    /// Addresses and ports, when the packet was IP.
+    /// Addresses and ports, when the packet was IP (the innermost packet's, when
+    /// it travelled in a tunnel).
     pub tuple: Option<Tuple>,
+    /// The encapsulations peeled to reach the packet that was judged.
+    pub tunnel: wire::tunnel::Tunnels,
     /// The service the packet belongs to.
     pub service: Option<ServiceId>,
     /// The rule that decided, if one did.
@@ -218,6 +221,9 @@ pub struct Engine {
     /// Bumped each time the shadow feed loses messages; a flow is whole only while
     /// its `fed_epoch` equals it.
     feed_epoch: AtomicU32,
+    /// Whether packets are judged at their innermost tunnelled packet (replay, as
+    /// Wireshark analyses them) or as queued (live: see [`Engine::set_follow_tunnels`]).
+    follow_tunnels: core::sync::atomic::AtomicBool,
 }
 
 /// What tracking concluded for one packet.
@@ -257,8 +263,16 @@ impl Engine {
             peers: PeerTable::new(limits.max_peers as usize),
             repairs: RepairTable::new(MAX_REPAIRED_FLOWS),
             counters: Counters::new(),
+            follow_tunnels: core::sync::atomic::AtomicBool::new(true),
             feed_epoch: AtomicU32::new(0),
         }
+    }
+
+    /// Whether to judge tunnelled packets at their innermost packet (the default,
+    /// for replay) or as they arrived. The live daemon turns it off: the kernel's
+    /// conntrack state and rules belong to the packet it queued, the outer one.
+    pub fn set_follow_tunnels(&self, follow: bool) {
+        self.follow_tunnels.store(follow, Ordering::Relaxed);
     }
 
     /// The compiled rules in force now.
@@ -317,7 +331,12 @@ impl Engine {
         } else {
             meta.wire_len
         };
-        let Ok(pkt) = wire::parse(meta.link, bytes, wire_len) else {
+        let Ok(pkt) = wire::parse_following(
+            meta.link,
+            bytes,
+            wire_len,
+            self.follow_tunnels.load(Ordering::Relaxed),
+        ) else {
             return None;
         };
         let Transport::Tcp(ref seg) = pkt.transport else {
@@ -369,6 +388,7 @@ impl Engine {
             patterns: Patterns::EMPTY,
             ct_state: given_ct,
             tuple: None,
+            tunnel: wire::tunnel::Tunnels::NONE,
             service: None,
             rule: None,
             logged_rule: None,
@@ -383,7 +403,12 @@ impl Engine {
         } else {
             meta.wire_len
         };
-        let pkt = match wire::parse(meta.link, bytes, wire_len) {
+        let pkt = match wire::parse_following(
+            meta.link,
+            bytes,
+            wire_len,
+            self.follow_tunnels.load(Ordering::Relaxed),
+        ) {
             Ok(p) => p,
             Err(ParseError::NotIp(_)) => {
                 d.reason = Some(Reason::NotIp);
@@ -402,6 +427,7 @@ impl Engine {
             Transport::Udp { sport, dport } => (Some(sport), Some(dport), None),
             _ => (None, None, None),
         };
+        d.tunnel = pkt.tunnel;
         d.tuple = Some(Tuple {
             src: pkt.src,
             dst: pkt.dst,

@@ -73,6 +73,12 @@ pub enum LinkType {
     LinuxSll2,
     /// BSD loopback / null: 4-byte host-order address family.
     Null,
+    /// IEEE 802.11 without FCS (LINKTYPE_IEEE802_11): data frames, LLC/SNAP.
+    Ieee80211,
+    /// IEEE 802.11 behind a radiotap header (LINKTYPE_IEEE802_11_RADIOTAP).
+    Ieee80211Radiotap,
+    /// Netfilter NFLOG records (LINKTYPE_NFLOG, `tcpdump -i nflog:N`).
+    Nflog,
 }
 
 /// Metadata that travels with a packet into the engine.

@@ -30,6 +30,13 @@ pub struct Frame<'a> {
 pub enum CaptureError {
     /// The underlying read failed.
     Io(io::Error),
+    /// The file is a capture in a format nfqwall does not read (by its magic number).
+    Unsupported {
+        /// The format's name.
+        format: &'static str,
+        /// How to make a file nfqwall reads.
+        convert: &'static str,
+    },
     /// The file starts with neither a pcap nor a pcapng magic number.
     NotACapture {
         /// The first four bytes.
@@ -59,6 +66,9 @@ impl fmt::Display for CaptureError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CaptureError::Io(e) => write!(f, "read failed: {e}"),
+            CaptureError::Unsupported { format, convert } => {
+                write!(f, "format not supported: {format} ({convert})")
+            }
             CaptureError::NotACapture { magic } => write!(
                 f,
                 "not a pcap or pcapng file (starts with {:02x}{:02x}{:02x}{:02x})",
@@ -89,9 +99,27 @@ pub fn link_type(linktype: u32) -> Result<LinkType, u32> {
         0 | 108 => LinkType::Null,
         1 => LinkType::Ethernet,
         12 | 14 | 101 | 228 | 229 => LinkType::RawIp,
+        105 => LinkType::Ieee80211,
         113 => LinkType::LinuxSll,
+        127 => LinkType::Ieee80211Radiotap,
+        239 => LinkType::Nflog,
         276 => LinkType::LinuxSll2,
         other => return Err(other),
+    })
+}
+
+/// Capture formats that tshark reads and nfqwall does not, by their first bytes.
+fn unsupported_format(magic: [u8; 4]) -> Option<(&'static str, &'static str)> {
+    const EDITCAP: &str = "convert with editcap -F pcap";
+    Some(match &magic {
+        b"snoo" => ("snoop", EDITCAP),
+        b"RTSS" => ("Microsoft Network Monitor 1.x", EDITCAP),
+        b"GMBU" => ("Microsoft Network Monitor 2.x", EDITCAP),
+        b"btsn" => ("btsnoop", EDITCAP),
+        [0x1f, 0x8b, _, _] => ("gzip-compressed capture", "decompress it with gunzip first"),
+        [0x28, 0xb5, 0x2f, 0xfd] => ("zstd-compressed capture", "decompress it with unzstd first"),
+        [0x04, 0x22, 0x4d, 0x18] => ("lz4-compressed capture", "decompress it with unlz4 first"),
+        _ => return None,
     })
 }
 
@@ -157,7 +185,12 @@ impl<R: Read> CaptureReader<R> {
                 reader.read_exact_or_truncated(&mut len, 0, 28)?;
                 reader.begin_section(0, len)?;
             }
-            _ => return Err(CaptureError::NotACapture { magic }),
+            _ => {
+                return Err(match unsupported_format(magic) {
+                    Some((format, convert)) => CaptureError::Unsupported { format, convert },
+                    None => CaptureError::NotACapture { magic },
+                })
+            }
         }
         Ok(reader)
     }
@@ -611,6 +644,24 @@ mod tests {
         }
         assert!(r.buf.capacity() < 1 << 20, "{}", r.buf.capacity());
         assert!(r.next_frame().is_none());
+    }
+
+    #[test]
+    fn snoop_and_netmon_are_named() {
+        let snoop = b"snoop\0\0\0\0\0\0\x02\0\0\0\x04";
+        let e = CaptureReader::new(&snoop[..]).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "format not supported: snoop (convert with editcap -F pcap)"
+        );
+        for magic in [&b"RTSS\x01\x01"[..], b"GMBU\x00\x02"] {
+            let e = CaptureReader::new(magic).err().unwrap();
+            assert!(
+                e.to_string()
+                    .starts_with("format not supported: Microsoft Network Monitor"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod link;
 pub mod tcp_options;
+pub mod tunnel;
 
 use crate::engine::meta::LinkType;
 use crate::engine::seq::SeqNumber;
@@ -14,6 +15,7 @@ use core::net::IpAddr;
 use etherparse::{IpNumber, Ipv6ExtensionSlice, LaxIpSlice, LenSource, TcpSlice};
 use link::{LinkError, LinkPayload};
 use tcp_options::{OptionError, TcpOptions};
+use tunnel::Tunnels;
 
 /// IP protocol numbers used across the crate.
 pub mod proto {
@@ -38,9 +40,12 @@ pub mod proto {
     }
 }
 
-/// One IP packet, read.
+/// One IP packet, read: the innermost one when the packet travels in a tunnel.
 #[derive(Clone, Copy, Debug)]
 pub struct Packet<'a> {
+    /// The encapsulations peeled to reach this packet, outermost first (none for a
+    /// packet read at its outer IP header).
+    pub tunnel: Tunnels,
     /// Source address.
     pub src: IpAddr,
     /// Destination address.
@@ -155,6 +160,18 @@ impl std::error::Error for ParseError {}
 /// `wire_len` is the frame's length on the wire; a capture with a snap length holds
 /// fewer bytes, and lengths are then taken from the headers up to `wire_len`.
 pub fn parse(link: LinkType, frame: &[u8], wire_len: u32) -> Result<Packet<'_>, ParseError> {
+    parse_following(link, frame, wire_len, true)
+}
+
+/// [`parse`], following tunnels to the innermost packet only if `follow_tunnels`.
+/// The live daemon does not: the kernel's conntrack state and rules apply to the
+/// packet it queued, the outer one, and so must nfqwall's judgement.
+pub fn parse_following(
+    link: LinkType,
+    frame: &[u8],
+    wire_len: u32,
+    follow_tunnels: bool,
+) -> Result<Packet<'_>, ParseError> {
     let (ip_bytes, max_len) = match link::strip(link, frame).map_err(ParseError::Link)? {
         LinkPayload::Ip(b, Some(declared)) => (b, declared),
         LinkPayload::Ip(b, None) => {
@@ -163,12 +180,70 @@ pub fn parse(link: LinkType, frame: &[u8], wire_len: u32) -> Result<Packet<'_>, 
         }
         LinkPayload::NotIp(t) => return Err(ParseError::NotIp(t)),
     };
-    parse_ip(ip_bytes, max_len)
+    parse_ip_following(ip_bytes, max_len, follow_tunnels)
 }
 
 /// Reads a packet that starts at its IP header. The packet is at most `max_len`
 /// bytes long on the wire, whatever its header claims (the frame ends there).
+///
+/// Tunnels ([`tunnel::peel`]) are followed to the innermost IP packet, which is
+/// the one returned; an outer packet that is a fragment is not followed, and a
+/// tunnel whose content is not a readable IP header leaves the packet as it is.
 pub fn parse_ip(bytes: &[u8], max_len: usize) -> Result<Packet<'_>, ParseError> {
+    parse_ip_following(bytes, max_len, true)
+}
+
+/// [`parse_ip`], following tunnels only if `follow_tunnels`.
+pub fn parse_ip_following(
+    bytes: &[u8],
+    max_len: usize,
+    follow_tunnels: bool,
+) -> Result<Packet<'_>, ParseError> {
+    let mut layer = ip_layer(bytes, max_len)?;
+    let mut tunnel = Tunnels::NONE;
+    while follow_tunnels && layer.fragment.is_none() {
+        let Some(inner) = tunnel::peel(layer.proto, layer.payload, layer.wire_payload_len as usize)
+        else {
+            break;
+        };
+        let inner_max = inner.declared.unwrap_or(inner.max_len).min(inner.max_len);
+        let Ok(next) = ip_layer(inner.ip, inner_max) else {
+            break;
+        };
+        if !tunnel.push_all(&inner.layers) {
+            break;
+        }
+        layer = next;
+    }
+    let transport = if layer.fragment.is_some_and(|f| !f.is_first()) {
+        Transport::Fragment
+    } else {
+        parse_transport(IpNumber(layer.proto), layer.payload, layer.wire_payload_len)?
+    };
+    Ok(Packet {
+        tunnel,
+        src: layer.src,
+        dst: layer.dst,
+        ip_len: layer.ip_len,
+        proto: layer.proto,
+        fragment: layer.fragment,
+        transport,
+    })
+}
+
+/// One IP header, read, and the payload after it.
+struct IpLayer<'a> {
+    src: IpAddr,
+    dst: IpAddr,
+    ip_len: u32,
+    proto: u8,
+    fragment: Option<Fragment>,
+    payload: &'a [u8],
+    /// The payload's length on the wire.
+    wire_payload_len: u32,
+}
+
+fn ip_layer(bytes: &[u8], max_len: usize) -> Result<IpLayer<'_>, ParseError> {
     use etherparse::err::ip::LaxHeaderSliceError as E;
     let (ip, _ext_err) = LaxIpSlice::from_slice(bytes).map_err(|e| {
         ParseError::Ip(match e {
@@ -230,20 +305,14 @@ pub fn parse_ip(bytes: &[u8], max_len: usize) -> Result<Packet<'_>, ParseError> 
             .min(max_len as u32)
             .saturating_sub(header_overhead as u32)
     };
-    let ip_len = header_overhead as u32 + wire_payload_len;
-    let proto = payload.ip_number.0;
-    let transport = if fragment.is_some_and(|f| !f.is_first()) {
-        Transport::Fragment
-    } else {
-        parse_transport(payload.ip_number, payload.payload, wire_payload_len)?
-    };
-    Ok(Packet {
+    Ok(IpLayer {
         src: ip.source_addr(),
         dst: ip.destination_addr(),
-        ip_len,
-        proto,
+        ip_len: header_overhead as u32 + wire_payload_len,
+        proto: payload.ip_number.0,
         fragment,
-        transport,
+        payload: payload.payload,
+        wire_payload_len,
     })
 }
 
@@ -447,5 +516,95 @@ mod tests {
             0x01, 0x00, 0x01,
         ];
         let _ = parse(LinkType::RawIp, &found, 0);
+    }
+
+    /// An IPv4 header of protocol `proto` around `payload` (checksum not set).
+    fn ipv4(proto: u8, payload: &[u8]) -> Vec<u8> {
+        let len = (20 + payload.len()) as u16;
+        let mut v = vec![0x45, 0];
+        v.extend_from_slice(&len.to_be_bytes());
+        v.extend_from_slice(&[0, 1, 0x40, 0, 64, proto, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn tunnels_are_judged_at_the_innermost_packet() {
+        // IPv4 / GRE / IPv4 / UDP 4789 / VXLAN / Ethernet / IPv4 / TCP.
+        let mut eth = vec![0u8; 12];
+        eth.extend_from_slice(&[0x08, 0x00]);
+        eth.extend_from_slice(&SYN_V4);
+        let mut vxlan = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
+        vxlan.extend_from_slice(&eth);
+        let mut udp = vec![0xc3, 0x50, 0x12, 0xb5];
+        udp.extend_from_slice(&((8 + vxlan.len()) as u16).to_be_bytes());
+        udp.extend_from_slice(&[0, 0]);
+        udp.extend_from_slice(&vxlan);
+        let mut gre = vec![0, 0, 0x08, 0x00];
+        gre.extend_from_slice(&ipv4(proto::UDP, &udp));
+        let pkt = ipv4(47, &gre);
+        let p = parse(LinkType::RawIp, &pkt, pkt.len() as u32).unwrap();
+        let names: Vec<_> = p.tunnel.iter().map(tunnel::Encap::name).collect();
+        assert_eq!(names, ["gre", "vxlan"]);
+        assert_eq!(p.src.to_string(), "192.0.2.1");
+        assert_eq!(p.ip_len, 44);
+        let Transport::Tcp(t) = p.transport else {
+            panic!("not TCP")
+        };
+        assert_eq!((t.sport, t.dport), (40000, 80));
+        // The same packet in IPv6-in-IPv4 (protocol 41) around IP-in-IP (4).
+        let mut v6 = vec![0x60, 0, 0, 0];
+        v6.extend_from_slice(&(SYN_V4.len() as u16).to_be_bytes());
+        v6.extend_from_slice(&[4, 64]);
+        v6.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        v6.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        v6.extend_from_slice(&SYN_V4);
+        let pkt = ipv4(41, &v6);
+        let p = parse(LinkType::RawIp, &pkt, pkt.len() as u32).unwrap();
+        let names: Vec<_> = p.tunnel.iter().map(tunnel::Encap::name).collect();
+        assert_eq!(names, ["ipv6-in-ip", "ip-in-ip"]);
+        assert!(matches!(p.transport, Transport::Tcp(_)));
+    }
+
+    #[test]
+    fn a_tunnel_that_cannot_be_followed_leaves_the_outer_packet() {
+        // GRE carrying IPv4, but what follows is not an IP header.
+        let pkt = ipv4(47, &[0, 0, 0x08, 0x00, 0x00, 0x01, 0x02]);
+        let p = parse(LinkType::RawIp, &pkt, pkt.len() as u32).unwrap();
+        assert!(p.tunnel.is_empty());
+        assert_eq!(p.proto, 47);
+        // An outer fragment is not followed.
+        let mut gre = vec![0, 0, 0x08, 0x00];
+        gre.extend_from_slice(&SYN_V4);
+        let mut pkt = ipv4(47, &gre);
+        pkt[6] = 0x20; // MF, offset 0
+        let p = parse(LinkType::RawIp, &pkt, pkt.len() as u32).unwrap();
+        assert!(p.tunnel.is_empty());
+        assert!(p.fragment.is_some());
+        // Nesting is bounded: the packet is judged at the layer where it stopped.
+        let mut pkt = SYN_V4.to_vec();
+        for _ in 0..tunnel::MAX_TUNNELS + 2 {
+            pkt = ipv4(4, &pkt);
+        }
+        let p = parse(LinkType::RawIp, &pkt, pkt.len() as u32).unwrap();
+        assert_eq!(p.tunnel.len(), tunnel::MAX_TUNNELS);
+        assert_eq!(p.proto, 4);
+    }
+
+    #[test]
+    fn a_snapped_tunnel_keeps_the_inner_wire_length() {
+        let mut inner = SYN_V4;
+        inner[3] = 144; // 100 payload bytes the capture cut off
+        let mut gre = vec![0, 0, 0x08, 0x00];
+        gre.extend_from_slice(&inner);
+        let mut pkt = ipv4(47, &gre);
+        let outer_len = (pkt.len() + 100) as u16;
+        pkt[2..4].copy_from_slice(&outer_len.to_be_bytes());
+        let p = parse(LinkType::RawIp, &pkt, u32::from(outer_len)).unwrap();
+        let Transport::Tcp(t) = p.transport else {
+            panic!("not TCP")
+        };
+        assert_eq!(t.payload_len, 100);
+        assert_eq!(p.ip_len, 144);
     }
 }
