@@ -279,10 +279,17 @@ fn closed_port_stays_closed_while_shedding_fail_open_invalid_accept() {
 // Issue 8 (and issue 7's log-only case): forged packets on live connections.
 // ---------------------------------------------------------------------------------
 
-/// Reasons that are true for a forged RST on a flow nfqwall holds no state for.
-const RST_NO_STATE: &[&str] = &["rst_no_state", "no_state"];
+/// Reasons that are true for a forged RST on a connection older than the daemon:
+/// no state, or, once the shadow feed (`track = "shadow"`, the default) picked the
+/// flow up from its established packets, out of its real window.
+const RST_NO_STATE: &[&str] = &["rst_no_state", "no_state", "rst_out_of_window"];
 /// ... with the flow table full as well.
-const RST_TABLE_FULL: &[&str] = &["flow_table_full", "rst_no_state", "no_state"];
+const RST_TABLE_FULL: &[&str] = &[
+    "flow_table_full",
+    "rst_no_state",
+    "no_state",
+    "rst_out_of_window",
+];
 /// ... on a flow whose SYN nfqwall saw (or whose state it has since let go).
 const RST_SEEN_SYN: &[&str] = &[
     "rst_out_of_window",

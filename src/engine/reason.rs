@@ -116,12 +116,12 @@ reasons! {
     SeqFarOutsideWindow {
         /// Distance from the nearest window edge, in bytes.
         distance: u32,
-    } => "seq_far_outside_window", Benign;
+    } => "seq_far_outside_window", Unproven;
     /// An ACK for data the engine never saw sent.
     AckOfUnseenData {
         /// Bytes acknowledged beyond what was seen.
         over: u32,
-    } => "ack_of_unseen_data", Benign;
+    } => "ack_of_unseen_data", Unproven;
     /// A segment arriving after the flow was closed by FIN or RST.
     LateAfterClose => "late_after_close", Benign;
     /// SACK blocks displaced from the ACK by a constant offset.
@@ -158,7 +158,7 @@ reasons! {
     AckOutsideWindow {
         /// Distance below the lowest acceptable acknowledgement, in bytes.
         distance: u32,
-    } => "ack_outside_window", Benign;
+    } => "ack_outside_window", Unproven;
 }
 
 impl Reason {
