@@ -116,6 +116,10 @@ pub struct Service {
     pub queue: Vec<CtState>,
     /// Whether to rewrite displaced SACK blocks (and queue SACK-bearing segments).
     pub sack_repair: bool,
+    /// `sample = "1/N"`: when every rule of the service is rendered into the kernel
+    /// (nothing queued), still queue one packet in `N` to nfqwall for the peer
+    /// summaries. `None` (the default): queue nothing.
+    pub sample: Option<u32>,
     /// Rules in order; the first terminating match wins.
     pub rules: Vec<Rule>,
 }
@@ -134,6 +138,7 @@ impl Service {
             stateless: false,
             queue: vec![CtState::Invalid, CtState::New],
             sack_repair: false,
+            sample: None,
             rules: Vec::new(),
         }
     }
