@@ -100,9 +100,10 @@ fn config_corpus_replays() {
     each("config", &files, |d| {
         let _ = harness::config(d);
     });
-    // A known seed: the shipped default parses to the built-in default.
+    // The shipped default (a seed when `cargo run --example fuzz_seeds` last ran; it
+    // changes with every new key, so it is checked here, not looked up) parses to the
+    // built-in default through the same harness.
     let default = Config::default_toml().as_bytes();
-    assert!(files.iter().any(|(_, d)| d == default), "seed missing");
     assert_eq!(harness::config(default), Ok(Config::builtin_default()));
     assert!(harness::config(b"[daemon]\nmode = 3\n").is_err());
 }

@@ -68,7 +68,10 @@ queue = []
 
 /// The same service with a simple stateless rule: drop client B. In enforce mode
 /// `nfqwall rules` renders it as a kernel rule (checked at run time: a hand-written
-/// rule stands in, and the row says so, if it ever stops doing so).
+/// rule stands in, and the row says so, if it ever stops doing so). The service
+/// queues its UNTRACKED packets (the default of a stateless service), and since its
+/// only rule renders into the kernel, nfqwall has nothing to judge: the rendering
+/// queues nothing (checked at run time too).
 const BLOCK_TOML: &str = r#"
 [daemon]
 mode = "enforce"
@@ -79,7 +82,6 @@ protocol = "udp"
 ports = [53]
 addresses = ["192.0.2.53/32"]
 stateless = true
-queue = []
 
 [[service.rule]]
 name = "block-b"
@@ -121,6 +123,16 @@ action = "drop"
 rate = "2000/s"
 burst = 4000
 "#;
+
+/// The judged service (a rate rule keeps it in nfqwall) with the block of client B
+/// after the rate rule: no earlier `accept` can shadow it, so it is rendered into
+/// the kernel before the queue rule even though it is not the first rule, and B
+/// gets no answer even when the kernel fails open under load.
+fn judged_block_toml() -> String {
+    format!(
+        "{JUDGED_TOML}\n[[service.rule]]\nname = \"block-b\"\naction = \"drop\"\nsource = [\"{CLIENT_B}/32\"]\n"
+    )
+}
 
 fn scenario(name: &str, steps: Vec<Step>, clients: &[&'static str]) -> Scenario {
     Scenario {
@@ -177,6 +189,11 @@ fn block_b(rendered: bool) -> Scenario {
 /// one nfqwall flow per query (325k flows after 5 s, RSS 146 MB): for a stateless
 /// service the flow table fills the way conntrack's did.
 fn judged() -> Option<Scenario> {
+    judged_with("judged.toml", JUDGED_TOML.to_string())
+}
+
+/// [`judged`] with another config.
+fn judged_with(file: &'static str, config: String) -> Option<Scenario> {
     let has_run = std::process::Command::new(BIN)
         .args(["run", "--help"])
         .output()
@@ -188,37 +205,41 @@ fn judged() -> Option<Scenario> {
     }
     Some(Scenario {
         process: Some(ServerProcess {
-            script: format!(
-                "{BIN} run --no-rules --config @DIR@/judged.toml --socket @DIR@/stats.sock"
-            ),
+            script: format!("{BIN} run --no-rules --config @DIR@/{file} --socket @DIR@/stats.sock"),
             ready: "grep -q '\"start\"' @DIR@/events.jsonl".to_string(),
             collect: Some(format!("{BIN} stats --json --socket @DIR@/stats.sock")),
         }),
         ..scenario(
             "nfqwall judges UNTRACKED (rate rule)",
-            vec![Step::Nfqwall {
-                file: "judged.toml",
-                config: JUDGED_TOML.to_string(),
-            }],
+            vec![Step::Nfqwall { file, config }],
             &["A"],
         )
     })
 }
 
-/// Whether `nfqwall rules print` renders BLOCK_TOML's drop rule as a kernel rule.
-fn rendered_block_rule(lab: &Lab) -> bool {
-    let p = lab.write_config("block-b-print.toml", BLOCK_TOML);
-    let printed = lab.nfqwall(&[
+/// `nfqwall rules print --family ipv4` of `toml`.
+fn printed(lab: &Lab, toml: &str) -> String {
+    let p = lab.write_config("print.toml", toml);
+    lab.nfqwall(&[
         "rules",
         "print",
         "--config",
         &p.display().to_string(),
         "--family",
         "ipv4",
-    ]);
-    printed
+    ])
+}
+
+/// Whether `nfqwall rules print` renders `toml`'s block of client B as a kernel rule.
+fn renders_block(lab: &Lab, toml: &str) -> bool {
+    printed(lab, toml)
         .lines()
-        .any(|l| l.starts_with("-A ") && l.contains(CLIENT_B))
+        .any(|l| l.starts_with("-A ") && l.contains(CLIENT_B) && l.ends_with("-j DROP"))
+}
+
+/// Whether `nfqwall rules print` renders BLOCK_TOML's drop rule as a kernel rule.
+fn rendered_block_rule(lab: &Lab) -> bool {
+    renders_block(lab, BLOCK_TOML)
 }
 
 fn print_table(outcomes: &[Outcome]) {
@@ -315,6 +336,16 @@ fn lab_busy_dns_server() {
 
     // 3 and 4, twice, interleaved.
     let rendered = rendered_block_rule(&lab);
+    // Nothing queued that nothing judges: the block rule is all the service has.
+    let block_rules = printed(&lab, BLOCK_TOML);
+    assert!(
+        !block_rules.contains("NFQUEUE"),
+        "BLOCK_TOML's service has nothing for nfqwall to judge, yet it queues:\n{block_rules}"
+    );
+    assert!(
+        renders_block(&lab, &judged_block_toml()),
+        "the block after the rate rule is not rendered into the kernel"
+    );
     if !rendered {
         println!(
             "note: `nfqwall rules print` renders no kernel rule for BLOCK_TOML's \
@@ -469,6 +500,35 @@ fn lab_busy_dns_server() {
             b.qps
         );
         assert!(a.lost * 1000 <= a.sent, "A was limited too: {a:?}");
+        println!(
+            "rate rule, B over rate: nfqwall stats: {}",
+            o.collected.as_deref().unwrap_or("").trim()
+        );
+        outcomes.push(o);
+
+        // The blocked client of a judged service: its block stands after the rate
+        // rule and is rendered into the kernel; B gets no answer at all, whatever
+        // the kernel fails open.
+        let mut blocked =
+            judged_with("judged-block.toml", judged_block_toml()).expect("run exists");
+        blocked.name = "nfqwall judges UNTRACKED, B blocked".to_string();
+        blocked.clients = vec!["A", "B"];
+        let o = lab.run(&blocked);
+        let (a, b) = (o.client("A"), o.client("B"));
+        println!(
+            "judged service, B blocked in the kernel: B sent {} answered {}; A answered {} of {}; nfqwall stats: {}",
+            b.sent,
+            b.completed,
+            a.completed,
+            a.sent,
+            o.collected.as_deref().unwrap_or("").trim()
+        );
+        assert!(
+            b.sent > 0 && b.completed == 0,
+            "{}: B must go unanswered: {b:?}",
+            o.name
+        );
+        assert!(a.completed > 10_000, "{}: A not answered: {a:?}", o.name);
         outcomes.push(o);
     }
 

@@ -44,7 +44,8 @@ pub struct DaemonConfig {
     pub fail_open: bool,
     /// Where events go, as JSON lines.
     pub log: LogTarget,
-    /// Events per second per reason before further ones are counted, not written.
+    /// Events per second per reason, per queue thread, before further ones are
+    /// counted, not written.
     pub log_rate_per_reason: u32,
     /// Seconds between per-peer pattern summaries.
     pub summary_interval: u32,

@@ -56,6 +56,7 @@ const SERVICE_KEYS: &[&str] = &[
     "queue",
     "sack_repair",
     "track",
+    "sample",
     "rule",
 ];
 const RULE_KEYS: &[&str] = &[
@@ -79,6 +80,7 @@ const EXP_QUEUES: &str = "a queue number or range such as 0 or \"0-3\"";
 const EXP_POSITIVE: &str = "an integer from 1 to 4294967295";
 const EXP_SECONDS: &str = "a number of seconds from 1 to 4294967295";
 const EXP_BOOL: &str = "true or false";
+const EXP_SAMPLE: &str = "a sampling rate \"1/N\", N from 1 to 1000000000";
 const EXP_LOG: &str = "\"stdout\", \"stderr\" or a file path";
 const EXP_TABLE: &str = "a table";
 const EXP_SERVICES: &str = "an array of tables such as [[service]]";
@@ -733,6 +735,9 @@ fn service<'a>(cx: &Cx, t: &Tab<'a>) -> Result<(Service, Node<'a>)> {
             _ => return Err(n.expected(cx, EXP_TRACK)),
         };
     }
+    if let Some(n) = t.get("sample") {
+        svc.sample = Some(sample(cx, &n)?);
+    }
     if let Some(n) = t.get("rule") {
         let mut seen = Vec::new();
         for (i, rt) in n.tables(cx, EXP_RULES)?.iter().enumerate() {
@@ -752,6 +757,15 @@ fn service<'a>(cx: &Cx, t: &Tab<'a>) -> Result<(Service, Node<'a>)> {
         }
     }
     Ok((svc, name_node))
+}
+
+/// `"1/N"`, N from 1 to 1,000,000,000: the N.
+fn sample(cx: &Cx, n: &Node) -> Result<u32> {
+    let text = n.str(cx, EXP_SAMPLE)?;
+    text.strip_prefix("1/")
+        .and_then(|d| d.parse::<u32>().ok())
+        .filter(|d| (1..=1_000_000_000).contains(d))
+        .ok_or_else(|| n.expected(cx, EXP_SAMPLE))
 }
 
 /// Rejects a port field on a service whose protocol has no ports.

@@ -258,13 +258,16 @@ fn handle(
             .fetch_add(1, Ordering::Relaxed);
             shared.services.count(d);
             if d.is_notable() {
-                sink.packet(PacketEvent {
+                // Gated on this thread's counters before anything is built or the
+                // wall clock is read: a suppressed event costs a counter.
+                let len = msg.get_payload().len() as u32;
+                sink.packet_with(d, now / 1_000_000_000, || PacketEvent {
                     wall_ns: wall_ns(),
                     queue: qs.number,
                     verdict: d.verdict,
                     decision: *d,
                     in_ifindex: indev,
-                    len: msg.get_payload().len() as u32,
+                    len,
                 });
             }
         }

@@ -139,6 +139,10 @@ pub struct Service {
     pub sack_repair: bool,
     /// Whether the engine is fed the service's established packets.
     pub track: Track,
+    /// `sample = "1/N"`: when every rule of the service is rendered into the kernel
+    /// (nothing queued), still queue one packet in `N` to nfqwall for the peer
+    /// summaries. `None` (the default): queue nothing.
+    pub sample: Option<u32>,
     /// Rules in order; the first terminating match wins.
     pub rules: Vec<Rule>,
 }
@@ -158,6 +162,7 @@ impl Service {
             queue: vec![CtState::Invalid, CtState::New],
             sack_repair: false,
             track: Track::Shadow,
+            sample: None,
             rules: Vec::new(),
         }
     }

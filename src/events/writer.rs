@@ -3,7 +3,7 @@
 use super::eve::{notice_eve, packet_eve};
 use super::journal::{self, Journal, Meta};
 use super::json::{internal_error_json, packet_json};
-use super::{format_ts, key_name, wall_ns, Event, EventCounters, RateGate, GATE_KEYS};
+use super::{format_ts, key_name, wall_ns, Event, EventCounters, RateGate};
 use crate::config::{Journald, LogFormat, LogTarget};
 use crate::daemon::iface::IfaceNames;
 use crate::engine::patterns::Pattern;
@@ -157,8 +157,12 @@ impl State {
     }
 
     fn report_suppressed(&mut self) {
-        for key in 0..GATE_KEYS {
-            let n = self.cfg.gate.take_suppressed(key);
+        let taken = self.cfg.gate.take_all_suppressed();
+        self.cfg
+            .counters
+            .suppressed
+            .fetch_add(taken.iter().sum(), Ordering::Relaxed);
+        for (key, &n) in taken.iter().enumerate() {
             if n > 0 {
                 let v = json!({
                     "ts": format_ts(wall_ns()),

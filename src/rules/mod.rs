@@ -16,7 +16,7 @@
 //! |----------|----------------------|-------------------|---------------------------------------|
 //! | `raw`    | `NFQWALL-RAW-PRE`    | `PREROUTING`      | `CT --notrack` the queries of stateless services (destination port) |
 //! | `raw`    | `NFQWALL-RAW-OUT`    | `OUTPUT`          | `CT --notrack` their answers (source port) |
-//! | `mangle` | `NFQWALL-MANGLE-IN`  | `INPUT`           | clear nfqwall's mark bits; kernel drop rules; send each service's queued states to `NFQWALL-QUEUE` |
+//! | `mangle` | `NFQWALL-MANGLE-IN`  | `INPUT`           | clear nfqwall's mark bits; kernel rules ([`kernel_plan`]); send each judged service's queued states to `NFQWALL-QUEUE` |
 //! | `mangle` | `NFQWALL-QUEUE`      | `NFQWALL-MANGLE-IN` | write the conntrack state into the state bits ([`marks`]), then `NFQUEUE --queue-bypass` |
 //! | `mangle` | `NFQWALL-FEED-IN`    | `NFQWALL-MANGLE-IN` | the shadow feed of incoming ESTABLISHED packets: per service in order, `NFLOG` (no verdict) if `track = "shadow"`, then `RETURN` (first match wins) |
 //! | `mangle` | `NFQWALL-MANGLE-OUT` | `OUTPUT`          | the same for outgoing ESTABLISHED packets, by source address and port |
@@ -208,8 +208,10 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
         };
         let proto = proto_arg(service.protocol, family);
         let enforce = kernel_rules_apply(config, service);
-        let queues_invalid = service.queue.contains(&CtState::Invalid);
-        let repairs = service.sack_repair && service.protocol == Protocol::Tcp;
+        let plan = kernel_plan(config, service);
+        let judged = plan.queueing == Queueing::Judged;
+        let queues_invalid = judged && service.queue.contains(&CtState::Invalid);
+        let repairs = judged && service.sack_repair && service.protocol == Protocol::Tcp;
         // Services whose TCP packets conntrack tracks take part in the feed's
         // first-match order, fed (`track = "shadow"`) or not.
         let feeds_tcp =
@@ -227,8 +229,8 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
                     pre.push(m.rule(OwnChain::RawPre, Dir::Destination, "-j CT --notrack"));
                     out.push(m.rule(OwnChain::RawOut, Dir::Source, "-j CT --notrack"));
                 }
-                if enforce {
-                    mangle.extend(kernel_drop_rules(&m, service, family));
+                for step in &plan.steps {
+                    mangle.extend(kernel_rule(&m, service, step, family));
                 }
                 if feeds_tcp {
                     // The shadow feed, first match wins as for the services: a packet
@@ -258,14 +260,45 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
                     feed_in.push(feed.rule(OwnChain::FeedIn, Dir::Destination, "-j RETURN"));
                     mangle_out.push(feed.rule(OwnChain::MangleOut, Dir::Source, "-j RETURN"));
                 }
-                if !service.queue.is_empty() {
-                    let target = format!(
-                        "-m conntrack --ctstate {} -j {}",
-                        ctstates(&service.queue),
-                        OwnChain::Queue.name()
-                    );
-                    mangle.push(m.rule(OwnChain::MangleIn, Dir::Destination, &target));
-                    queues_anything = true;
+                match plan.queueing {
+                    Queueing::Judged if !service.queue.is_empty() => {
+                        let target = format!(
+                            "-m conntrack --ctstate {} -j {}",
+                            ctstates(&service.queue),
+                            OwnChain::Queue.name()
+                        );
+                        mangle.push(m.rule(OwnChain::MangleIn, Dir::Destination, &target));
+                        queues_anything = true;
+                    }
+                    Queueing::Judged => {}
+                    Queueing::KernelOnly { sample } => {
+                        if let (Some(n), Some((_, states))) = (sample, &plan.terminal) {
+                            // One packet in n of those the rules let through goes to
+                            // nfqwall for the peer summaries (`-m statistic` keeps
+                            // one counter per rule, shared by every CPU).
+                            let target = format!(
+                                "-m conntrack --ctstate {} -m statistic --mode nth --every {n} --packet 0 -j {}",
+                                ctstates(states),
+                                OwnChain::Queue.name()
+                            );
+                            mangle.push(m.rule(OwnChain::MangleIn, Dir::Destination, &target));
+                            queues_anything = true;
+                        }
+                        if let Some((action, states)) = &plan.terminal {
+                            // Where the queue rule stood: the service's default, so
+                            // its packets never reach a later service's rules (in
+                            // nfqwall the first matching service decides).
+                            let target = format!(
+                                "-m conntrack --ctstate {} -j {}",
+                                ctstates(states),
+                                match action {
+                                    KernelAction::Drop => "DROP",
+                                    KernelAction::Return => "RETURN",
+                                }
+                            );
+                            mangle.push(m.rule(OwnChain::MangleIn, Dir::Destination, &target));
+                        }
+                    }
                 }
                 if repairs {
                     // SACK repair needs the client's SACK-bearing segments, including
@@ -394,42 +427,244 @@ pub const UNJUDGED_COMMENT: &str = "queued, not judged";
 /// The comment of the one rule that lets a packet skip a host rule.
 pub const VOUCH_COMMENT: &str = "vouched by nfqwall";
 
-/// Returns true if and only if the service's leading simple drop rules may be
-/// rendered as kernel rules: in enforce mode only (log-only must never drop, and
-/// nfqwall logs what it would have dropped).
+/// Returns true if and only if the service's simple drop rules may be rendered as
+/// kernel rules: in enforce mode only (log-only must never drop, and nfqwall logs
+/// what it would have dropped).
 fn kernel_rules_apply(config: &Config, service: &Service) -> bool {
     service.mode.unwrap_or(config.daemon.mode) == crate::engine::policy::Mode::Enforce
 }
 
-/// Kernel `-j DROP` rules for the service's leading run of simple drop rules.
-///
-/// nfqwall's rules are first-match-wins, so only a leading run can move into the
-/// kernel without changing the outcome; the run ends at the first rule that is not
-/// a simple drop (an accept, a log, a rate, a mark, a destination of its own, TCP
-/// flags iptables cannot name). Each kernel rule also matches the conntrack states
-/// the rule would have seen in nfqwall (its own `ct_state`, else the service's
-/// queued states), so it drops exactly the packets nfqwall would have dropped,
-/// without the trip to userspace.
-fn kernel_drop_rules(m: &Match<'_>, service: &Service, family: Family) -> Vec<String> {
-    let mut out = Vec::new();
-    for rule in &service.rules {
-        let Some(lines) = kernel_drop(m, service, rule, family) else {
-            break;
-        };
-        out.extend(lines);
-    }
-    out
+/// What a rendered rule does in `NFQWALL-MANGLE-IN`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KernelAction {
+    /// `-j DROP` / `drop`: a `drop` rule, or the service's default drop.
+    Drop,
+    /// `-j RETURN` / `return`: an `accept` rule or the default accept of a service
+    /// nfqwall does not judge; "no objection", the host's rules decide.
+    Return,
 }
 
-/// The kernel rules for one simple drop rule (none when its sources are all of the
-/// other family), or `None` if the rule is not simple.
-fn kernel_drop(
+/// One config rule rendered into the kernel.
+#[derive(Clone, Debug)]
+pub(crate) struct KernelStep<'a> {
+    /// The rule.
+    pub rule: &'a crate::config::Rule,
+    /// What the kernel does with the packets it matches.
+    pub action: KernelAction,
+    /// The conntrack states it matches: the rule's own, else the service's queued
+    /// states (UNTRACKED for a stateless service that queues nothing).
+    pub states: Vec<CtState>,
+}
+
+/// How the packets of one service reach nfqwall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Queueing {
+    /// nfqwall judges the service's queued states (and, for `sack_repair`, its
+    /// SACK-bearing segments): some rule, check or log needs it.
+    Judged,
+    /// Every rule and the default are in the kernel; nothing is queued except one
+    /// packet in `sample` of those the kernel rules let through, when set.
+    KernelOnly {
+        /// `sample = "1/N"`: the N.
+        sample: Option<u32>,
+    },
+}
+
+/// The kernel side of one service, decided once for both renderings (iptables
+/// here, nftables in [`nft`]): which rules go into the kernel and whether the
+/// service's packets still go to nfqwall.
+#[derive(Clone, Debug)]
+pub(crate) struct KernelPlan<'a> {
+    /// The rules rendered into the kernel, in config order, before anything queued.
+    pub steps: Vec<KernelStep<'a>>,
+    /// Whether nfqwall still judges the service.
+    pub queueing: Queueing,
+    /// For [`Queueing::KernelOnly`]: the service's default and the states it
+    /// applies to (where the queue rule would have stood); `None` when the service
+    /// matches no state at all (`queue = []`, tracked).
+    pub terminal: Option<(KernelAction, Vec<CtState>)>,
+}
+
+/// The conntrack states the service's packets reach nfqwall's rules with: its
+/// `queue`, or UNTRACKED for a stateless service that queues nothing (`queue = []`:
+/// kernel only, its rules still applied to its UNTRACKED packets).
+fn service_states(service: &Service) -> Vec<CtState> {
+    if service.queue.is_empty() && service.stateless {
+        vec![CtState::Untracked]
+    } else {
+        service.queue.clone()
+    }
+}
+
+/// The states a rendered rule matches: its own `ct_state`, else the service's.
+fn rule_states(service: &Service, rule: &crate::config::Rule) -> Vec<CtState> {
+    if rule.ct_state.is_empty() {
+        service_states(service)
+    } else {
+        rule.ct_state.clone()
+    }
+}
+
+/// Returns true if and only if iptables and nftables can express every condition
+/// of `rule` (`source`, one `source_ports` range, `tcp_flags` without ECE/CWR,
+/// `interface`, `length`, `ct_state`; no `destination` of its own, no
+/// `destination_ports`, no `rate`, no `mark`) and it matches some state.
+fn expressible(service: &Service, rule: &crate::config::Rule) -> bool {
+    rule.rate.is_none()
+        && rule.mark.is_none()
+        && rule.destination.is_empty()
+        && rule.destination_ports.is_empty()
+        && rule.source_ports.len() <= 1
+        && rule.source.len() <= 16
+        && rule.tcp_flags.is_none_or(|f| f.mask & 0xc0 == 0)
+        && !(service.protocol == Protocol::Any
+            && (!rule.source_ports.is_empty() || rule.tcp_flags.is_some()))
+        && !rule_states(service, rule).is_empty()
+}
+
+/// Returns false only if no packet can match both `earlier` (as nfqwall evaluates
+/// it) and `later` (as rendered, with `later_states`): some condition both set
+/// is provably disjoint. Conservative: anything not shown disjoint overlaps. The
+/// rate of a rate rule is ignored (it only narrows what the rule matches).
+fn may_overlap(
+    earlier: &crate::config::Rule,
+    later: &crate::config::Rule,
+    later_states: &[CtState],
+) -> bool {
+    fn nets_disjoint(a: &[IpNet], b: &[IpNet]) -> bool {
+        !a.is_empty()
+            && !b.is_empty()
+            && a.iter()
+                .all(|x| b.iter().all(|y| !x.contains(y) && !y.contains(x)))
+    }
+    fn ports_disjoint(a: &[PortRange], b: &[PortRange]) -> bool {
+        !a.is_empty()
+            && !b.is_empty()
+            && a.iter()
+                .all(|x| b.iter().all(|y| x.last < y.first || y.last < x.first))
+    }
+    let ct_disjoint = !earlier.ct_state.is_empty()
+        && !later_states.is_empty()
+        && earlier.ct_state.iter().all(|s| !later_states.contains(s));
+    let flags_disjoint = match (earlier.tcp_flags, later.tcp_flags) {
+        (Some(a), Some(b)) => (a.mask & b.mask) & (a.value ^ b.value) != 0,
+        _ => false,
+    };
+    let length_disjoint = match (earlier.length, later.length) {
+        (Some(a), Some(b)) => a.max < b.min || b.max < a.min,
+        _ => false,
+    };
+    let iface_disjoint = match (&earlier.interface, &later.interface) {
+        (Some(a), Some(b)) => match (a.prefix, b.prefix) {
+            (false, false) => a.name != b.name,
+            (true, false) => !b.name.starts_with(a.name.as_str()),
+            (false, true) => !a.name.starts_with(b.name.as_str()),
+            (true, true) => {
+                !a.name.starts_with(b.name.as_str()) && !b.name.starts_with(a.name.as_str())
+            }
+        },
+        _ => false,
+    };
+    !(nets_disjoint(&earlier.source, &later.source)
+        || nets_disjoint(&earlier.destination, &later.destination)
+        || ports_disjoint(&earlier.source_ports, &later.source_ports)
+        || ports_disjoint(&earlier.destination_ports, &later.destination_ports)
+        || ct_disjoint
+        || flags_disjoint
+        || length_disjoint
+        || iface_disjoint)
+}
+
+/// Decides the kernel side of `service` (see [`KernelPlan`]).
+///
+/// nfqwall's rules are first-match-wins. In enforce mode:
+///
+/// - A service nfqwall has nothing to judge for goes into the kernel whole: UDP or
+///   ICMP (the live engine's only checks beyond the rules are TCP's), every rule
+///   expressible and an `accept` or a `drop` (no `log`, no `rate`, no `mark`), no
+///   `sack_repair`. Its rules render in order (`drop` as DROP, `accept` as RETURN),
+///   then its default where the queue rule stood; nothing is queued but the
+///   `sample`.
+/// - Otherwise nfqwall judges the service, and each expressible `drop` rule that no
+///   earlier `accept` or `log` rule may overlap ([`may_overlap`]) is rendered as a
+///   kernel DROP before the queue rule, wherever it stands in the list: an earlier
+///   `accept` would have let some of its packets past, an earlier `log` would not see
+///   them. An earlier (judged) `drop` does not matter: the packet is dropped either
+///   way.
+///
+/// In log-only mode nothing is rendered: nfqwall judges everything and logs what it
+/// would have dropped.
+pub(crate) fn kernel_plan<'a>(config: &Config, service: &'a Service) -> KernelPlan<'a> {
+    use crate::config::RuleAction;
+    let judged = KernelPlan {
+        steps: Vec::new(),
+        queueing: Queueing::Judged,
+        terminal: None,
+    };
+    if !kernel_rules_apply(config, service) {
+        return judged;
+    }
+    let kernel_only = matches!(service.protocol, Protocol::Udp | Protocol::Icmp)
+        && !service.sack_repair
+        && service
+            .rules
+            .iter()
+            .all(|r| r.action != RuleAction::Log && expressible(service, r));
+    if kernel_only {
+        let steps = service
+            .rules
+            .iter()
+            .map(|rule| KernelStep {
+                rule,
+                action: match rule.action {
+                    RuleAction::Drop => KernelAction::Drop,
+                    _ => KernelAction::Return,
+                },
+                states: rule_states(service, rule),
+            })
+            .collect();
+        let states = service_states(service);
+        let default = match service.default {
+            crate::config::Action::Drop => KernelAction::Drop,
+            crate::config::Action::Accept => KernelAction::Return,
+        };
+        return KernelPlan {
+            steps,
+            queueing: Queueing::KernelOnly {
+                sample: service.sample,
+            },
+            terminal: (!states.is_empty()).then_some((default, states)),
+        };
+    }
+    let mut steps = Vec::new();
+    for (i, rule) in service.rules.iter().enumerate() {
+        if rule.action != RuleAction::Drop || !expressible(service, rule) {
+            continue;
+        }
+        let states = rule_states(service, rule);
+        let shadowed = service.rules[..i]
+            .iter()
+            .filter(|e| e.action != RuleAction::Drop)
+            .any(|e| may_overlap(e, rule, &states));
+        if !shadowed {
+            steps.push(KernelStep {
+                rule,
+                action: KernelAction::Drop,
+                states,
+            });
+        }
+    }
+    KernelPlan { steps, ..judged }
+}
+
+/// The iptables rules for one rendered rule (none when its sources are all of the
+/// other family).
+fn kernel_rule(
     m: &Match<'_>,
     service: &Service,
-    rule: &crate::config::Rule,
+    step: &KernelStep<'_>,
     family: Family,
-) -> Option<Vec<String>> {
-    use crate::config::RuleAction;
+) -> Vec<String> {
     const TCP_FLAG_NAMES: [(u8, &str); 6] = [
         (0x01, "FIN"),
         (0x02, "SYN"),
@@ -438,28 +673,7 @@ fn kernel_drop(
         (0x10, "ACK"),
         (0x20, "URG"),
     ];
-    let simple = rule.action == RuleAction::Drop
-        && rule.rate.is_none()
-        && rule.mark.is_none()
-        && rule.destination.is_empty()
-        && rule.destination_ports.is_empty()
-        && rule.source_ports.len() <= 1
-        && rule.source.len() <= 16
-        && rule.tcp_flags.is_none_or(|f| f.mask & 0xc0 == 0);
-    if !simple {
-        return None;
-    }
-    // A stateless service that queues nothing to nfqwall (`queue = []`: kernel
-    // only) still has its rules applied to its UNTRACKED packets.
-    let untracked = [CtState::Untracked];
-    let states: &[CtState] = match (&rule.ct_state[..], &service.queue[..]) {
-        ([], []) if service.stateless => &untracked,
-        ([], queued) => queued,
-        (own, _) => own,
-    };
-    if states.is_empty() {
-        return None;
-    }
+    let rule = step.rule;
     let sources: Vec<Option<&IpNet>> = if rule.source.is_empty() {
         vec![None]
     } else {
@@ -470,7 +684,7 @@ fn kernel_drop(
             .map(Some)
             .collect();
         if mine.is_empty() {
-            return Some(Vec::new());
+            return Vec::new();
         }
         mine
     };
@@ -485,6 +699,10 @@ fn kernel_drop(
         } else {
             names.join(",")
         }
+    };
+    let target = match step.action {
+        KernelAction::Drop => "DROP",
+        KernelAction::Return => "RETURN",
     };
     let mut lines = Vec::new();
     for src in sources {
@@ -521,10 +739,8 @@ fn kernel_drop(
                     );
                 }
             }
-        } else if !rule.source_ports.is_empty() || rule.tcp_flags.is_some() {
-            return None;
         }
-        let _ = write!(r, " -m conntrack --ctstate {}", ctstates(states));
+        let _ = write!(r, " -m conntrack --ctstate {}", ctstates(&step.states));
         if let Some(l) = rule.length {
             if l.min == l.max {
                 let _ = write!(r, " -m length --length {}", l.min);
@@ -533,10 +749,14 @@ fn kernel_drop(
             }
         }
         let comment = format!("{}/{}", service.name, rule.name);
-        let _ = write!(r, " -m comment --comment {} -j DROP", save_string(&comment));
+        let _ = write!(
+            r,
+            " -m comment --comment {} -j {target}",
+            save_string(&comment)
+        );
         lines.push(r);
     }
-    Some(lines)
+    lines
 }
 
 /// The service's destinations of `family`: `Some(vec![None])` for "all", `None` when

@@ -34,10 +34,10 @@ use std::fmt::Write as _;
 
 use ipnet::IpNet;
 
-use super::{Family, Marks, UNJUDGED_COMMENT, VOUCH_COMMENT};
-use crate::config::{
-    Config, FailOpenInvalid, PortRange, Protocol, QueueRange, Rule, RuleAction, Service,
+use super::{
+    kernel_plan, Family, KernelAction, KernelStep, Marks, Queueing, UNJUDGED_COMMENT, VOUCH_COMMENT,
 };
+use crate::config::{Config, FailOpenInvalid, PortRange, Protocol, QueueRange, Service};
 use crate::engine::meta::CtState;
 use crate::engine::policy::Mode;
 
@@ -55,8 +55,10 @@ pub fn render(config: &Config, origin: &str) -> String {
     let mut vouches = false;
     for s in &config.services {
         let enforce = s.mode.unwrap_or(config.daemon.mode) == Mode::Enforce;
-        let queues_invalid = s.queue.contains(&CtState::Invalid);
-        let repairs = s.sack_repair && s.protocol == Protocol::Tcp;
+        let plan = kernel_plan(config, s);
+        let judged = plan.queueing == Queueing::Judged;
+        let queues_invalid = judged && s.queue.contains(&CtState::Invalid);
+        let repairs = judged && s.sack_repair && s.protocol == Protocol::Tcp;
         vouches |= enforce && (queues_invalid || repairs);
         for (family, addrs) in address_groups(s) {
             let g = Group {
@@ -72,14 +74,37 @@ pub fn render(config: &Config, origin: &str) -> String {
                 pre.push(join(&[&g.daddr, &l4, &g.dport, "notrack", &g.comment]));
                 out.push(join(&[&saddr, &l4, &sport, "notrack", &g.comment]));
             }
-            if enforce {
-                mangle.extend(kernel_drops(&g, s));
+            for step in &plan.steps {
+                mangle.extend(kernel_rule(&g, s, step));
             }
-            if !s.queue.is_empty() {
-                let ct = format!("ct state {}", ct_states(&s.queue));
-                let jump = format!("jump {TO_QUEUE}");
-                mangle.push(join(&[&g.daddr, &l4, &g.dport, &ct, &jump, &g.comment]));
-                queues_anything = true;
+            match plan.queueing {
+                Queueing::Judged if !s.queue.is_empty() => {
+                    let ct = format!("ct state {}", ct_states(&s.queue));
+                    let jump = format!("jump {TO_QUEUE}");
+                    mangle.push(join(&[&g.daddr, &l4, &g.dport, &ct, &jump, &g.comment]));
+                    queues_anything = true;
+                }
+                Queueing::Judged => {}
+                Queueing::KernelOnly { sample } => {
+                    if let (Some(n), Some((_, states))) = (sample, &plan.terminal) {
+                        // As nft lists `numgen inc mod N == 0`.
+                        let ct = format!("ct state {}", ct_states(states));
+                        let jump = format!("numgen inc mod {n} 0 jump {TO_QUEUE}");
+                        mangle.push(join(&[&g.daddr, &l4, &g.dport, &ct, &jump, &g.comment]));
+                        queues_anything = true;
+                    }
+                    if let Some((action, states)) = &plan.terminal {
+                        let ct = format!("ct state {}", ct_states(states));
+                        mangle.push(join(&[
+                            &g.daddr,
+                            &l4,
+                            &g.dport,
+                            &ct,
+                            verdict(*action),
+                            &g.comment,
+                        ]));
+                    }
+                }
             }
             if repairs {
                 // SACK repair needs the client's SACK-bearing segments whatever their
@@ -175,8 +200,8 @@ pub fn render(config: &Config, origin: &str) -> String {
     );
     let mangle_note = format!(
         "# Every packet first: clear nfqwall's mark bits ({} vouch, {} state),\n\
-         # so nothing upstream hands one in pre-vouched. Then per service: its leading\n\
-         # simple drop rules as kernel drops (enforce only), and what goes to nfqwall.\n",
+         # so nothing upstream hands one in pre-vouched. Then per service: its rules\n\
+         # that can be kernel rules (enforce only), and what goes to nfqwall.\n",
         hex(marks.vouch),
         hex(marks.state_mask)
     );
@@ -278,49 +303,23 @@ struct Group {
     comment: String,
 }
 
-/// The service's kernel drop rules: its leading run of simple drop rules, as the
-/// iptables rendering has them (`super::kernel_drop_rules`), in nft syntax.
-fn kernel_drops(g: &Group, s: &Service) -> Vec<String> {
-    let mut out = Vec::new();
-    for rule in &s.rules {
-        let Some(lines) = kernel_drop(g, s, rule) else {
-            break;
-        };
-        out.extend(lines);
+/// `drop` or `return`.
+fn verdict(action: KernelAction) -> &'static str {
+    match action {
+        KernelAction::Drop => "drop",
+        KernelAction::Return => "return",
     }
-    out
 }
 
-/// The rules for one simple drop rule (none when its sources are all of the other
-/// family), or `None` if the rule is not simple (the run ends there).
-///
-/// The same test of simplicity as the iptables rendering; a parity test checks both
-/// render the same drops.
-fn kernel_drop(g: &Group, s: &Service, rule: &Rule) -> Option<Vec<String>> {
-    let simple = rule.action == RuleAction::Drop
-        && rule.rate.is_none()
-        && rule.mark.is_none()
-        && rule.destination.is_empty()
-        && rule.destination_ports.is_empty()
-        && rule.source_ports.len() <= 1
-        && rule.source.len() <= 16
-        && rule.tcp_flags.is_none_or(|f| f.mask & 0xc0 == 0);
-    if !simple {
-        return None;
-    }
-    let untracked = [CtState::Untracked];
-    let states: &[CtState] = match (&rule.ct_state[..], &s.queue[..]) {
-        ([], []) if s.stateless => &untracked,
-        ([], queued) => queued,
-        (own, _) => own,
-    };
-    if states.is_empty() {
-        return None;
-    }
+/// The rules for one rule rendered into the kernel (none when its sources are all
+/// of the other family): the rules the iptables rendering has
+/// (`super::kernel_rule`), from the same [`kernel_plan`], in nft syntax; a parity
+/// test checks both render the same rules.
+fn kernel_rule(g: &Group, s: &Service, step: &KernelStep<'_>) -> Vec<String> {
+    let rule = step.rule;
+    let states = &step.states[..];
+    // `super::expressible` ruled out ports and flags on an `any` service.
     let has_ports = s.protocol.has_ports();
-    if s.protocol == Protocol::Any && (!rule.source_ports.is_empty() || rule.tcp_flags.is_some()) {
-        return None;
-    }
     // Sources per family: one rule for each family that has some.
     let sources: Vec<(Option<Family>, String)> = if rule.source.is_empty() {
         vec![(g.family, String::new())]
@@ -373,7 +372,7 @@ fn kernel_drop(g: &Group, s: &Service, rule: &Rule) -> Option<Vec<String>> {
         None => String::new(),
     };
     let comment = format!("comment {}", quote(&format!("{}/{}", s.name, rule.name)));
-    let lines = sources
+    sources
         .into_iter()
         .map(|(family, saddr)| {
             // The protocol match only where no port or flag match implies it.
@@ -383,12 +382,20 @@ fn kernel_drop(g: &Group, s: &Service, rule: &Rule) -> Option<Vec<String>> {
                 String::new()
             };
             join(&[
-                &saddr, &g.daddr, &iif, &l4, &sport, &g.dport, &flags, &ct, &length, "drop",
+                &saddr,
+                &g.daddr,
+                &iif,
+                &l4,
+                &sport,
+                &g.dport,
+                &flags,
+                &ct,
+                &length,
+                verdict(step.action),
                 &comment,
             ])
         })
-        .collect();
-    Some(lines)
+        .collect()
 }
 
 /// TCP flag bits in nft's names: `fin | syn` (in parentheses when `paren` and there
@@ -579,8 +586,8 @@ delete table inet nfqwall\n\
 \n\
 table inet nfqwall {\n\
 \t# Every packet first: clear nfqwall's mark bits (0x10000000 vouch, 0x0e000000 state),\n\
-\t# so nothing upstream hands one in pre-vouched. Then per service: its leading\n\
-\t# simple drop rules as kernel drops (enforce only), and what goes to nfqwall.\n\
+\t# so nothing upstream hands one in pre-vouched. Then per service: its rules\n\
+\t# that can be kernel rules (enforce only), and what goes to nfqwall.\n\
 \tchain mangle-in {\n\
 \t\ttype filter hook input priority mangle; policy accept;\n\
 \t\tmeta mark set meta mark & 0xe1ffffff\n\
@@ -640,8 +647,8 @@ table inet nfqwall {\n\
 \t}\n\
 \n\
 \t# Every packet first: clear nfqwall's mark bits (0x10000000 vouch, 0x0e000000 state),\n\
-\t# so nothing upstream hands one in pre-vouched. Then per service: its leading\n\
-\t# simple drop rules as kernel drops (enforce only), and what goes to nfqwall.\n\
+\t# so nothing upstream hands one in pre-vouched. Then per service: its rules\n\
+\t# that can be kernel rules (enforce only), and what goes to nfqwall.\n\
 \tchain mangle-in {\n\
 \t\ttype filter hook input priority mangle; policy accept;\n\
 \t\tmeta mark set meta mark & 0xe1ffffff\n\
@@ -735,15 +742,31 @@ action = "drop"
 rate = "10/s"
 
 [[service.rule]]
-name = "after-the-run"
+name = "after-the-rate"
 action = "drop"
 source = ["192.0.2.99/32"]
+
+[[service.rule]]
+name = "friends"
+action = "accept"
+source = ["192.0.2.0/28"]
+
+[[service.rule]]
+name = "not-friends"
+action = "drop"
+source = ["192.0.2.128/25"]
+
+[[service.rule]]
+name = "shadowed"
+action = "drop"
+source = ["192.0.2.8/32"]
 
 [[service]]
 name = "ping"
 protocol = "icmp"
 default = "accept"
 queue = ["new", "established", "related", "invalid", "untracked"]
+sample = "1/1000"
 
 [[service.rule]]
 name = "v6-only"
@@ -758,6 +781,11 @@ addresses = ["192.0.2.53/32", "2001:db8::53/128"]
 default = "accept"
 stateless = true
 queue = []
+
+[[service.rule]]
+name = "resolver"
+action = "accept"
+source = ["192.0.2.1/32"]
 
 [[service.rule]]
 name = "big"
@@ -879,44 +907,55 @@ source = ["192.0.2.7/32"]
         assert!(every.contains(&("state untracked".to_string(), 0x5000, 0x7000)));
     }
 
-    /// The comments of the kernel drop rules, each with its family (`ip`, `ip6`,
-    /// or `both` for a rule that names no address).
-    fn nft_drops(text: &str) -> std::collections::BTreeSet<String> {
+    /// The kernel rules of `mangle-in` (drops and returns, the rules' and the
+    /// services' defaults) as (comment, verdict), whatever the family.
+    fn nft_kernel_rules(text: &str) -> std::collections::BTreeSet<(String, String)> {
         text.lines()
             .map(str::trim)
-            .filter(|l| l.contains(" drop comment "))
-            .map(|l| {
-                l.rsplit(" comment ")
-                    .next()
-                    .unwrap()
-                    .trim_matches('"')
-                    .to_string()
+            .filter_map(|l| {
+                let (head, comment) = l.rsplit_once(" comment ")?;
+                let verdict = ["drop", "return"]
+                    .into_iter()
+                    .find(|v| head.ends_with(&format!(" {v}")))?;
+                Some((comment.trim_matches('"').to_string(), verdict.to_string()))
             })
             .collect()
     }
 
+    /// Both renderings come from one [`kernel_plan`]: the same rules go into the
+    /// kernel, with the same verdicts.
     #[test]
-    fn kernel_drops_are_the_iptables_ones() {
+    fn kernel_rules_are_the_iptables_ones() {
         for c in [
             cfg(include_str!("../../rules/examples/busy-dns.toml")),
             cfg(EVERY_FORM),
         ] {
-            let iptables: std::collections::BTreeSet<String> = Family::ALL
+            let iptables: std::collections::BTreeSet<(String, String)> = Family::ALL
                 .iter()
                 .flat_map(|&f| {
                     render_iptables(&c, "x", f)
                         .rules(OwnChain::MangleIn)
                         .to_vec()
                 })
-                .filter(|r| r.ends_with(" -j DROP"))
-                .map(|r| {
+                .filter_map(|r| {
+                    let verdict = if r.ends_with(" -j DROP") {
+                        "drop"
+                    } else if r.ends_with(" -j RETURN") {
+                        "return"
+                    } else {
+                        return None;
+                    };
                     let c = r.split(" --comment ").nth(1).unwrap();
-                    c.trim_end_matches(" -j DROP").trim_matches('"').to_string()
+                    let c = c.rsplit_once(" -j ").unwrap().0.trim_matches('"');
+                    Some((c.to_string(), verdict.to_string()))
                 })
                 .collect();
-            assert!(!iptables.is_empty());
-            assert_eq!(nft_drops(&render(&c, "x")), iptables);
+            assert!(iptables.iter().any(|(_, v)| v == "drop"));
+            assert_eq!(nft_kernel_rules(&render(&c, "x")), iptables);
         }
+        assert!(nft_kernel_rules(&render(&cfg(EVERY_FORM), "x"))
+            .iter()
+            .any(|(_, v)| v == "return"));
     }
 
     #[test]
@@ -938,12 +977,22 @@ source = ["192.0.2.7/32"]
                 "iifname \"eth*\" tcp dport { 80, 8000-8080 } tcp flags & (fin | syn) == fin | syn ct state invalid,new drop comment \"web/synfin\"",
                 "tcp dport { 80, 8000-8080 } tcp flags & (fin | syn | rst | ack) == 0x0 ct state invalid meta length 40 drop comment \"web/null\"",
                 "iifname \"lo\" tcp sport 0-1023 tcp dport { 80, 8000-8080 } ct state invalid,new drop comment \"web/lowport\"",
+                // After a rate rule (a drop: it shadows nothing), and after an accept
+                // whose sources are disjoint from its own; "shadowed" stays judged.
+                "ip saddr 192.0.2.99 tcp dport { 80, 8000-8080 } ct state invalid,new drop comment \"web/after-the-rate\"",
+                "ip saddr 192.0.2.128/25 tcp dport { 80, 8000-8080 } ct state invalid,new drop comment \"web/not-friends\"",
                 "tcp dport { 80, 8000-8080 } ct state invalid,new jump to-queue comment \"web\"",
                 "tcp dport { 80, 8000-8080 } tcp option sack exists jump to-queue comment \"web\"",
+                // Kernel only: the drop, one packet in 1000 sampled, the default.
                 "ip6 saddr 2001:db8:1::/64 meta l4proto ipv6-icmp ct state invalid,established,related,new,untracked drop comment \"ping/v6-only\"",
-                "meta l4proto { icmp, ipv6-icmp } ct state invalid,established,related,new,untracked jump to-queue comment \"ping\"",
+                "meta l4proto { icmp, ipv6-icmp } ct state invalid,established,related,new,untracked numgen inc mod 1000 0 jump to-queue comment \"ping\"",
+                "meta l4proto { icmp, ipv6-icmp } ct state invalid,established,related,new,untracked return comment \"ping\"",
+                // Kernel only, in rule order: an accept returns.
+                "ip saddr 192.0.2.1 ip daddr 192.0.2.53 udp dport 53 ct state untracked return comment \"dns/resolver\"",
                 "ip daddr 192.0.2.53 udp dport 53 ct state untracked meta length 1500-65535 drop comment \"dns/big\"",
+                "ip daddr 192.0.2.53 udp dport 53 ct state untracked return comment \"dns\"",
                 "ip6 daddr 2001:db8::53 udp dport 53 ct state untracked meta length 1500-65535 drop comment \"dns/big\"",
+                "ip6 daddr 2001:db8::53 udp dport 53 ct state untracked return comment \"dns\"",
                 "ip daddr { 192.0.2.1, 198.51.100.0/24 } ct state invalid jump to-queue comment \"watched\"",
             ]
         );
@@ -951,7 +1000,6 @@ source = ["192.0.2.7/32"]
         assert!(text.contains(
             "\t\tmeta mark & 0x00000100 == 0x00000100 ct state invalid accept comment \"vouched by nfqwall\"\n\
              \t\ttcp dport { 80, 8000-8080 } meta mark & 0x00007000 == 0x00001000 accept comment \"web\"\n\
-             \t\tmeta l4proto { icmp, ipv6-icmp } meta mark & 0x00007000 == 0x00001000 accept comment \"ping\"\n\
              \t}\n"
         ));
         assert!(

@@ -616,10 +616,11 @@ fn failing_line_is_read_from_either_tool() {
     assert_eq!(line("line 99 failed"), None);
 }
 
-/// Simple leading drop rules of an enforce service go to the kernel; the run stops at
-/// the first rule that needs nfqwall (here a rate), and log-only renders none.
+/// Simple drop rules of an enforce service go to the kernel wherever they stand,
+/// unless an earlier `accept` (or `log`) rule may match some of the same packets;
+/// log-only renders none.
 #[test]
-fn leading_simple_drops_render_as_kernel_rules_in_enforce_only() {
+fn unshadowed_simple_drops_render_as_kernel_rules_in_enforce_only() {
     let text = r#"
 [daemon]
 mode = "enforce"
@@ -651,10 +652,29 @@ tcp_flags = "fin,psh,urg,!ack"
 [[service.rule]]
 name = "ok"
 action = "accept"
+source = ["192.0.2.0/24"]
 [[service.rule]]
-name = "never-kernel"
+name = "shadowed"
 action = "drop"
 source = ["192.0.2.66"]
+[[service.rule]]
+name = "disjoint"
+action = "drop"
+source = ["198.51.100.0/24"]
+[[service.rule]]
+name = "watch"
+action = "log"
+tcp_flags = "syn"
+[[service.rule]]
+name = "syn-logged"
+action = "drop"
+source = ["203.0.113.0/24"]
+tcp_flags = "syn"
+[[service.rule]]
+name = "no-syn"
+action = "drop"
+source = ["203.0.113.0/24"]
+tcp_flags = "!syn"
 "#;
     let c = cfg(text);
     assert_eq!(
@@ -662,8 +682,11 @@ source = ["192.0.2.66"]
         [
             TO_FEED.trim_end(),
             "-A NFQWALL-MANGLE-IN -s 203.0.113.2/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment \"dns/block-b\" -j DROP",
+            "-A NFQWALL-MANGLE-IN -s 198.51.100.9/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment \"dns/after-rate\" -j DROP",
             "-A NFQWALL-MANGLE-IN -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment dns -j NFQWALL-QUEUE",
             "-A NFQWALL-MANGLE-IN -p tcp -m tcp --dport 80 --tcp-flags FIN,PSH,ACK,URG FIN,PSH,URG -m conntrack --ctstate INVALID,NEW -m comment --comment \"web/no-xmas\" -j DROP",
+            "-A NFQWALL-MANGLE-IN -s 198.51.100.0/24 -p tcp -m tcp --dport 80 -m conntrack --ctstate INVALID,NEW -m comment --comment \"web/disjoint\" -j DROP",
+            "-A NFQWALL-MANGLE-IN -s 203.0.113.0/24 -p tcp -m tcp --dport 80 --tcp-flags SYN NONE -m conntrack --ctstate INVALID,NEW -m comment --comment \"web/no-syn\" -j DROP",
             "-A NFQWALL-MANGLE-IN -p tcp -m tcp --dport 80 -m conntrack --ctstate INVALID,NEW -m comment --comment web -j NFQWALL-QUEUE",
         ]
     );
@@ -674,6 +697,91 @@ source = ["192.0.2.66"]
         .rules(OwnChain::MangleIn)
         .iter()
         .all(|r| !r.ends_with("-j DROP")));
+}
+
+/// An enforce UDP or ICMP service whose rules all render queues nothing: its rules
+/// in order (accept as RETURN), then its default where the queue rule stood, and
+/// with `sample`, one packet in N of what the rules let through. Nothing queued,
+/// nothing counted: no NFQWALL-QUEUE, no NFQWALL-IN.
+#[test]
+fn a_service_whose_rules_all_render_queues_nothing() {
+    let text = r#"
+[daemon]
+mode = "enforce"
+[[service]]
+name = "dns"
+protocol = "udp"
+ports = [53]
+stateless = true
+[[service.rule]]
+name = "resolver"
+action = "accept"
+source = ["192.0.2.1"]
+[[service.rule]]
+name = "block-b"
+action = "drop"
+source = ["203.0.113.2/32"]
+"#;
+    let c = cfg(text);
+    assert_eq!(
+        clear_first(v4(&c).rules(OwnChain::MangleIn)),
+        [
+            "-A NFQWALL-MANGLE-IN -s 192.0.2.1/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment \"dns/resolver\" -j RETURN",
+            "-A NFQWALL-MANGLE-IN -s 203.0.113.2/32 -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment \"dns/block-b\" -j DROP",
+            "-A NFQWALL-MANGLE-IN -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m comment --comment dns -j RETURN",
+        ]
+    );
+    assert!(!v4(&c).has(OwnChain::Queue) && !v4(&c).has(OwnChain::In));
+
+    let sampled = cfg(&text.replace("stateless = true", "stateless = true\nsample = \"1/1000\""));
+    assert_eq!(
+        clear_first(v4(&sampled).rules(OwnChain::MangleIn))[2],
+        "-A NFQWALL-MANGLE-IN -p udp -m udp --dport 53 -m conntrack --ctstate UNTRACKED -m statistic --mode nth --every 1000 --packet 0 -m comment --comment dns -j NFQWALL-QUEUE"
+    );
+    assert!(v4(&sampled).has(OwnChain::Queue) && v4(&sampled).has(OwnChain::In));
+
+    let default_drop =
+        cfg(&text.replace("stateless = true", "stateless = true\ndefault = \"drop\""));
+    assert!(clear_first(v4(&default_drop).rules(OwnChain::MangleIn))[2]
+        .ends_with("--comment dns -j DROP"));
+
+    // What keeps a service judged: a log rule, a rule the kernel cannot express,
+    // TCP (the engine's checks), log-only.
+    for judged in [
+        text.replace("action = \"accept\"", "action = \"log\""),
+        format!("{text}[[service.rule]]\nname = \"r\"\naction = \"drop\"\nrate = \"10/s\"\n"),
+        text.replace("protocol = \"udp\"", "protocol = \"tcp\""),
+        text.replace("mode = \"enforce\"", "mode = \"log-only\""),
+    ] {
+        let c = cfg(&judged);
+        assert!(
+            v4(&c)
+                .rules(OwnChain::MangleIn)
+                .iter()
+                .any(|r| r.ends_with("--comment dns -j NFQWALL-QUEUE")),
+            "{judged}"
+        );
+        assert!(!v4(&c)
+            .rules(OwnChain::MangleIn)
+            .iter()
+            .any(|r| r.ends_with("-j RETURN")));
+    }
+}
+
+/// `sample` takes "1/N" only.
+#[test]
+fn sample_is_one_in_n() {
+    let base = "[[service]]\nname = \"d\"\nprotocol = \"udp\"\n";
+    assert_eq!(
+        cfg(&format!("{base}sample = \"1/50\"\n")).services[0].sample,
+        Some(50)
+    );
+    for bad in ["\"2/50\"", "\"1/0\"", "\"1/x\"", "50"] {
+        assert!(
+            Config::from_toml_str(&format!("{base}sample = {bad}\n"), "t").is_err(),
+            "{bad}"
+        );
+    }
 }
 
 /// The rules of NFQWALL-MANGLE-IN after its first, which must clear nfqwall's marks.
