@@ -585,9 +585,15 @@ impl TcpTracker {
         }
         if seg.flags & ACK != 0 && rcv.has(seen::ANY) {
             // III: ACK over the upper bound (of what the receiver was seen sending).
-            if seg.ack > rcv.end && rcv.has(seen::OWN) {
-                let over = seg.ack.distance_from(rcv.end);
-                return Verdict::because(Reason::AckOfUnseenData { over });
+            // An edge the shadow feed taught may lag (the feed delivers a batch late):
+            // an ACK beyond it is then no proof of anything either way, so the SACK
+            // blocks still get their say before the ACK is reported.
+            let unseen =
+                (seg.ack > rcv.end && rcv.has(seen::OWN)).then(|| Reason::AckOfUnseenData {
+                    over: seg.ack.distance_from(rcv.end),
+                });
+            if let Some(r) = unseen.filter(|_| !rcv.has(seen::LAGS)) {
+                return Verdict::because(r);
             }
             // IV: ACK far under the lower bound: nothing the receiver could still
             // expect (a merely old ACK is harmless and the retransmission patterns
@@ -600,6 +606,9 @@ impl TcpTracker {
             }
             if let Some(reason) = self.check_sack(seg, &seg.options.sack, rcv, snd) {
                 return Verdict::because(reason);
+            }
+            if let Some(r) = unseen {
+                return Verdict::because(r);
             }
         }
         Verdict::FINE
