@@ -768,6 +768,7 @@ impl Engine {
                     };
                     let mut repair = None;
                     let mut evidence = false;
+                    let mut middlebox = false;
                     if let Some(Reason::SackDisplaced { .. }) = v.reason {
                         self.repairs
                             .note_data(&key, side, seg.seq, seg.payload_len, secs(now_ns));
@@ -780,6 +781,10 @@ impl Engine {
                             && (exact.is_some()
                                 || hits >= SACK_PROOF_HITS
                                 || self.peers.middlebox_proven(initiator));
+                        // The middlebox itself is proven only so (agreeing
+                        // displacements, an exact offset, or the peer proven before),
+                        // not by a whole flow's benign judgement of one displaced SACK.
+                        middlebox = evidence;
                     }
                     v.reason = match v.reason {
                         Some(r) if r.class() == Class::Hostile => Some(r),
@@ -805,17 +810,19 @@ impl Engine {
                         );
                     }
                     note_flow(flow, sender_is_low, pkt, now_ns, patterns, v.reason);
-                    (patterns, v.reason, initiator, repair, evidence)
+                    (patterns, v.reason, initiator, repair, evidence, middlebox)
                 });
                 match r {
-                    Some((patterns, reason, initiator, repair, evidence)) => Tracked {
+                    Some((patterns, reason, initiator, repair, evidence, middlebox)) => Tracked {
                         ct,
                         reason,
                         patterns,
                         peer: Some(initiator),
                         repair,
                         evidence,
-                        middlebox: evidence && matches!(reason, Some(Reason::SackDisplaced { .. })),
+                        middlebox: middlebox
+                            && evidence
+                            && matches!(reason, Some(Reason::SackDisplaced { .. })),
                     },
                     None => {
                         let reason = if seg.flags & RST != 0 {
