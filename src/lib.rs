@@ -6,6 +6,7 @@
 //! move bytes into it: the live NFQUEUE loop and the offline capture replay.
 
 pub mod config;
+pub mod ctnetlink;
 pub mod daemon;
 pub mod engine;
 pub mod events;

@@ -519,3 +519,32 @@ fn marks_must_be_nfqwalls_own_bits() {
          found \"drop\""
     );
 }
+
+#[test]
+fn handback_is_a_tcp_service_option_without_repair() {
+    let c = Config::from_toml_str(&web("handback = true\n"), "x").unwrap();
+    assert!(c.services[0].handback && !c.services[0].sack_repair);
+    assert!(!Config::from_toml_str(&web(""), "x").unwrap().services[0].handback);
+    assert_eq!(
+        error(&web("handback = \"yes\"\n")),
+        "rules/x.toml:4:12: service[0].handback: expected true or false, found \"yes\""
+    );
+    assert_eq!(
+        error("[[service]]\nname = \"dns\"\nprotocol = \"udp\"\nhandback = true\n"),
+        "rules/x.toml:4:12: service[0].handback: handback needs a service with protocol \
+         \"tcp\", but this service's protocol is \"udp\""
+    );
+    assert_eq!(
+        error(&web("sack_repair = true\nhandback = true\n")),
+        "rules/x.toml:5:12: service[0].handback: cannot be true together with \
+         \"sack_repair\" = true: a repaired flow must stay with nfqwall, which rewrites its \
+         SACK blocks; handback is for services that do not repair"
+    );
+    assert_eq!(
+        error(&web("stateless = true\nhandback = true\n")),
+        "rules/x.toml:5:12: service[0].handback: cannot be true together with \
+         \"stateless\" = true: a stateless service has no conntrack entry to hand back"
+    );
+    // Off is always fine.
+    assert!(Config::from_toml_str(&web("sack_repair = true\nhandback = false\n"), "x").is_ok());
+}

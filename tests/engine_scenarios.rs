@@ -1045,3 +1045,78 @@ fn a_flow_older_than_the_daemon_is_picked_up_from_the_feed() {
         rst.reason
     );
 }
+
+/// Live view, behind a sequence-randomizing middlebox: the client's ACKs carry SACK
+/// blocks displaced by the middlebox's offset, conntrack calls them INVALID. Once they
+/// prove the middlebox (agreeing displacements), a `handback` service's flow is due
+/// for its handback to conntrack: once, in enforce only, never without `handback`.
+#[test]
+fn a_proven_middlebox_flow_is_due_for_handback_once() {
+    use nfqwall::engine::Disposition;
+    const OFFSET: u32 = 0x6b2f_1d00;
+    const SERVER_ISN: u32 = 3_000_000_000;
+    let make = |mode: Mode, handback: bool| {
+        let mut config = Config::builtin_default();
+        for s in &mut config.services {
+            s.mode = Some(mode);
+            s.handback = handback;
+        }
+        Engine::new(&config)
+    };
+    // The n-th displaced ACK: segment 2 lost, 3..3+n held.
+    let displaced = |n: u32| {
+        let s = |k: u32| SERVER_ISN.wrapping_add(1 + k * 1448);
+        Seg {
+            seq: ISN + 1,
+            ack: Some(s(2)),
+            options: vec![
+                TcpOptionElement::Noop,
+                TcpOptionElement::Noop,
+                TcpOptionElement::SelectiveAcknowledgement(
+                    (s(3).wrapping_add(OFFSET), s(4 + n).wrapping_add(OFFSET)),
+                    [None, None, None],
+                ),
+            ],
+            ..templ()
+        }
+    };
+    let run = |engine: &Engine| -> Vec<(Disposition, bool)> {
+        let mut now = MS;
+        seen(engine, now, CtState::New, syn());
+        (0..8)
+            .map(|n| {
+                now += MS;
+                let d = seen(engine, now, CtState::Invalid, displaced(n));
+                (d.disposition, d.handback_due)
+            })
+            .collect()
+    };
+    let enforce = make(Mode::Enforce, true);
+    let got = run(&enforce);
+    let due: Vec<usize> = (0..got.len()).filter(|&i| got[i].1).collect();
+    assert_eq!(due.len(), 1, "due exactly once: {got:?}");
+    let first_vouched = got.iter().position(|(d, _)| *d == Disposition::Vouch);
+    assert_eq!(
+        Some(due[0]),
+        first_vouched,
+        "due with the first packet shown benign on the displaced SACK: {got:?}"
+    );
+    assert!(
+        got[due[0]..].iter().all(|(d, _)| *d == Disposition::Vouch),
+        "{got:?}"
+    );
+    // A front end that could not take the request re-arms it: the next proof asks again.
+    let d = seen(&enforce, 20 * MS, CtState::Invalid, displaced(9));
+    assert!(!d.handback_due);
+    enforce.rearm_handback(&d.tuple.unwrap(), 21 * MS);
+    assert!(seen(&enforce, 22 * MS, CtState::Invalid, displaced(10)).handback_due);
+    assert!(!seen(&enforce, 23 * MS, CtState::Invalid, displaced(11)).handback_due);
+
+    for (engine, what) in [
+        (make(Mode::LogOnly, true), "log-only"),
+        (make(Mode::Enforce, false), "without handback"),
+    ] {
+        let got = run(&engine);
+        assert!(got.iter().all(|(_, due)| !due), "{what}: {got:?}");
+    }
+}

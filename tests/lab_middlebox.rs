@@ -17,6 +17,11 @@
 //!   dropped at 2^31 (even with `be_liberal=1`); at 2^30 `be_liberal` lets it through
 //!   and the server's TCP ignores it. The download completes in every case.
 //!
+//! - nfqwall with `handback` (enforce, no repair), IPv4 and IPv6, and with a forged
+//!   RST 2^31 out after the handback: the flow's conntrack entry gets the liberal flag
+//!   once it is proven; throughput at least 0.7x be_liberal in the same family, at
+//!   most a few dozen packets of the flow queued, the RST still queued and dropped.
+//!
 //! Run: `cargo test --release --test lab_middlebox -- --nocapture` (as root).
 //!
 //! ## Where nfqwall goes (extension point)
@@ -80,6 +85,24 @@ fn scenario(name: &str, prefix: &str, spec: LabSpec, max_secs: u32) -> Row {
         format_row(&row),
         row.dl.first_byte_secs
     );
+    if !row.dl.complete() {
+        // What the server side's processes said last (a judge that died, say).
+        for (name, log) in &row.proc_logs {
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(6)..].join("\n");
+            eprintln!("  {name}, last lines:\n{tail}");
+            let mut reasons = std::collections::BTreeMap::<String, usize>::new();
+            for l in &lines {
+                if let Ok(e) = serde_json::from_str::<serde_json::Value>(l) {
+                    if e["event"] == "packet" {
+                        let k = format!("{} {} {}", e["reason"], e["disposition"], e["offset"]);
+                        *reasons.entry(k).or_default() += 1;
+                    }
+                }
+            }
+            eprintln!("  {name}, packet events by reason and disposition: {reasons:?}");
+        }
+    }
     row
 }
 
@@ -147,12 +170,15 @@ fn middlebox_lab_baselines() {
     }
     let strict = || ServerSide::hardened(false);
     let liberal = || ServerSide::hardened(true);
-    // LAB_ONLY=substring runs only the matching scenarios (for development; the
-    // assertions about the skipped ones are skipped too).
+    // LAB_ONLY=substring[|substring...] runs only the matching scenarios (for
+    // development; the assertions about the skipped ones are skipped too).
     let only = std::env::var("LAB_ONLY").ok();
     let mut rows: Vec<Row> = Vec::new();
     let mut run = |name: &str, prefix: &str, spec: LabSpec, max_secs: u32| {
-        if only.as_ref().is_none_or(|f| name.contains(f.as_str())) {
+        if only
+            .as_ref()
+            .is_none_or(|f| f.split('|').any(|f| name.contains(f)))
+        {
             rows.push(scenario(name, prefix, spec, max_secs));
         }
     };
@@ -276,7 +302,10 @@ fn middlebox_lab_baselines() {
     let with_nfqwall = |mode: &str, sack_repair: bool| ServerSide {
         liberal: false,
         rules: ServerSide::hardened(false).rules,
-        files: vec![("nfqwall.toml".into(), nfqwall_config(mode, sack_repair))],
+        files: vec![(
+            "nfqwall.toml".into(),
+            nfqwall_config(mode, sack_repair, false),
+        )],
         procs: vec![ServerProc {
             name: "nfqwall".into(),
             cmd: format!(
@@ -323,6 +352,49 @@ fn middlebox_lab_baselines() {
             false,
             &with_loss("--half below --seed 14"),
             with_nfqwall("enforce", true),
+        ),
+        COMPLETE_SECS,
+    );
+    // Handback (no repair): once the flow is proven, conntrack's per-connection liberal
+    // flag keeps the rest of it in the kernel.
+    let with_handback = || ServerSide {
+        files: vec![(
+            "nfqwall.toml".into(),
+            nfqwall_config("enforce", false, true),
+        )],
+        ..with_nfqwall("enforce", false)
+    };
+    run(
+        NFQ_HANDBACK_ABOVE,
+        "l1ha",
+        spec(false, &with_loss("--half above --seed 13"), with_handback()),
+        COMPLETE_SECS,
+    );
+    run(
+        LIBERAL_ABOVE6,
+        "l1la6",
+        spec(true, &with_loss("--half above --seed 18"), liberal()),
+        COMPLETE_SECS,
+    );
+    run(
+        NFQ_HANDBACK_ABOVE6,
+        "l1ha6",
+        spec(true, &with_loss("--half above --seed 18"), with_handback()),
+        COMPLETE_SECS,
+    );
+    // A forged RST during a handed-back transfer: +2^31 is still INVALID, so it is
+    // still queued and judged (dropped as out of window).
+    run(
+        NFQ_HANDBACK_RST,
+        "l1hr",
+        spec(
+            false,
+            &format!(
+                "--half above --seed 13 {DROP} --inject-rst-after 4000000 \
+                 --inject-rst-distance {}",
+                1u64 << 31
+            ),
+            with_handback(),
         ),
         COMPLETE_SECS,
     );
@@ -461,15 +533,146 @@ fn middlebox_lab_baselines() {
     }
 
     nfqwall_assertions(&rows);
+    handback_assertions(&rows);
 }
 
-/// nfqwall's config for the lab: the web service in `mode`, with or without repair.
-fn nfqwall_config(mode: &str, sack_repair: bool) -> String {
+/// Throughput floor of a handed-back flow, as a share of be_liberal's: the aim is at
+/// least be_liberal (issue 9); 0.7 survives a loaded 2-core machine.
+const HANDBACK_FLOOR: f64 = 0.7;
+/// Packets of the one flow that may reach nfqwall's queue with handback: its SYN and
+/// the INVALID ACKs until the flow is proven (agreeing displaced SACKs) and the flag
+/// is set, plus the forged RST where there is one (measured: 12-15 on most runs, 110
+/// on one). Without handback the same transfer queues every displaced ACK (600-900).
+const HANDBACK_MAX_QUEUED: u64 = 300;
+/// Packets of the flow judged after its handback event: those already in the queue
+/// while the update was in flight (under a millisecond), not counting the forged RST.
+const HANDBACK_MAX_AFTER: usize = 10;
+
+fn handback_assertions(rows: &[Row]) {
+    let get = |name: &str| rows.iter().find(|r| r.name == name);
+    let without = get(NFQ_ABOVE).map(|r| r.c.server_queued);
+    for name in [NFQ_HANDBACK_ABOVE, NFQ_HANDBACK_ABOVE6, NFQ_HANDBACK_RST] {
+        let Some(r) = get(name) else { continue };
+        // Each against be_liberal in its own family (same middlebox seed and offset).
+        let liberal = get(if name == NFQ_HANDBACK_ABOVE6 {
+            LIBERAL_ABOVE6
+        } else {
+            LIBERAL_ABOVE
+        })
+        .map(|r| r.dl.mbit_per_s());
+        let events = nfqwall_events(r);
+        let handbacks: Vec<_> = events.iter().filter(|e| e["event"] == "handback").collect();
+        let failed: Vec<_> = events
+            .iter()
+            .filter(|e| e["event"] == "handback_failed")
+            .collect();
+        let (true_offset, _) = r.offset.clone().expect("middlebox offset");
+        eprintln!(
+            "{name}: {:.1} Mbit/s = {} be_liberal; {} packets queued for the one flow              (without handback: {}); INVALID drops {}; handback: offset {} ({}..={}), \
+             {} us after the proving packet",
+            r.dl.mbit_per_s(),
+            liberal.map_or("?".into(), |l| format!("{:.2}x", r.dl.mbit_per_s() / l)),
+            r.c.server_queued,
+            without.map_or("?".into(), |w| w.to_string()),
+            r.c.invalid_dropped,
+            handbacks.first().map_or("-".into(), |h| h["offset"].to_string()),
+            handbacks.first().map_or("-".into(), |h| h["offset_low"].to_string()),
+            handbacks.first().map_or("-".into(), |h| h["offset_high"].to_string()),
+            handbacks.first().map_or("-".into(), |h| h["since_proof_us"].to_string()),
+        );
+        assert!(r.dl.complete(), "{name}: did not complete: {:?}", r.dl);
+        assert!(failed.is_empty(), "{name}: {failed:?}");
+        assert_eq!(
+            handbacks.len(),
+            1,
+            "{name}: one handback per flow: {handbacks:?}"
+        );
+        let h = handbacks[0];
+        let client = if name == NFQ_HANDBACK_ABOVE6 {
+            lab::CLIENT_V6
+        } else {
+            lab::CLIENT_V4
+        };
+        assert_eq!(h["flow"]["src"], client, "{name}: the initiator first: {h}");
+        assert_eq!(h["flow"]["dport"], lab::HTTP_PORT, "{name}: {h}");
+        // The proven offset range holds the middlebox's offset.
+        let (low, high) = (
+            h["offset_low"].as_u64().unwrap() as u32,
+            h["offset_high"].as_u64().unwrap() as u32,
+        );
+        assert!(
+            true_offset.wrapping_sub(low) <= high.wrapping_sub(low),
+            "{name}: offset {true_offset} outside {low}..={high}"
+        );
+        if let Some(l) = liberal {
+            assert!(
+                r.dl.mbit_per_s() >= HANDBACK_FLOOR * l,
+                "{name}: {:.1} Mbit/s, under {HANDBACK_FLOOR} x be_liberal's {l:.1}",
+                r.dl.mbit_per_s()
+            );
+        }
+        // After the handback, the flow's packets stay in the kernel: nothing more of it
+        // is judged but what conntrack still doubts (the forged RST).
+        let at = events
+            .iter()
+            .position(|e| e["event"] == "handback")
+            .unwrap();
+        let after = events[at..]
+            .iter()
+            .filter(|e| e["event"] == "packet" && e["reason"] != "rst_out_of_window")
+            .count();
+        eprintln!("{name}: {after} packets judged after the handback");
+        assert!(
+            after <= HANDBACK_MAX_AFTER,
+            "{name}: {after} packets judged after the handback (at most {HANDBACK_MAX_AFTER})"
+        );
+        assert!(
+            r.c.server_queued <= HANDBACK_MAX_QUEUED,
+            "{name}: {} packets queued for one flow (at most {HANDBACK_MAX_QUEUED})",
+            r.c.server_queued
+        );
+        if let Some(w) = without {
+            assert!(
+                r.c.server_queued * 4 <= w,
+                "{name}: {} queued, not far under the {w} without handback",
+                r.c.server_queued
+            );
+        }
+    }
+    if let Some(r) = get(NFQ_HANDBACK_RST) {
+        assert!(
+            r.mb_log.contains("inject-rst ") && !r.mb_log.contains("inject-rst failed"),
+            "{NFQ_HANDBACK_RST}: no RST injected:\n{}",
+            r.mb_log
+        );
+        let events = nfqwall_events(r);
+        let rst: Vec<_> = events
+            .iter()
+            .filter(|e| e["reason"] == "rst_out_of_window")
+            .collect();
+        assert_eq!(
+            rst.len(),
+            1,
+            "{NFQ_HANDBACK_RST}: the RST was judged: {rst:?}"
+        );
+        assert_eq!(rst[0]["verdict"], "drop");
+        // The RST came after the handback.
+        let pos = |pred: &dyn Fn(&serde_json::Value) -> bool| events.iter().position(pred);
+        assert!(
+            pos(&|e| e["event"] == "handback") < pos(&|e| e["reason"] == "rst_out_of_window"),
+            "{NFQ_HANDBACK_RST}: the RST was judged before the handback"
+        );
+    }
+}
+
+/// nfqwall's config for the lab: the web service in `mode`, with or without repair
+/// or handback.
+fn nfqwall_config(mode: &str, sack_repair: bool, handback: bool) -> String {
     format!(
         "[daemon]\nmode = \"{mode}\"\nqueues = \"{SERVER_QUEUE}\"\nlog = \"stdout\"\n\
          log_rate_per_reason = 100000\n\n\
          [[service]]\nname = \"web\"\nprotocol = \"tcp\"\nports = [{port}]\n\
-         sack_repair = {sack_repair}\n",
+         sack_repair = {sack_repair}\nhandback = {handback}\n",
         port = lab::HTTP_PORT
     )
 }
@@ -619,6 +822,10 @@ const NFQ_REPAIR_ABOVE: &str = "nfqwall sack_repair, offset above";
 const NFQ_REPAIR_BELOW: &str = "nfqwall sack_repair, offset below";
 const NFQ_REPAIR_RST: &str = "nfqwall sack_repair, RST +2^31";
 const NFQ_LOG_ONLY_RST: &str = "nfqwall log-only, RST +2^30";
+const NFQ_HANDBACK_ABOVE: &str = "nfqwall handback, offset above";
+const LIBERAL_ABOVE6: &str = "be_liberal=1, offset above, IPv6";
+const NFQ_HANDBACK_ABOVE6: &str = "nfqwall handback, above, IPv6";
+const NFQ_HANDBACK_RST: &str = "nfqwall handback, RST +2^31";
 
 const ACCEPT_ALL_ABOVE: &str = "accept-all queue, offset above";
 const ACCEPT_ALL_RST31: &str = "accept-all queue, forged RST +2^31";

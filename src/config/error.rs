@@ -159,6 +159,13 @@ pub enum Problem {
         /// The field that is needed too.
         other: &'static str,
     },
+    /// Two fields that cannot both be set in one table.
+    Conflicts {
+        /// The other field, set too.
+        other: &'static str,
+        /// Why they exclude each other.
+        why: &'static str,
+    },
     /// A conntrack state a stateless service can never see.
     StatelessQueue {
         /// The state that cannot occur.
@@ -217,6 +224,9 @@ impl fmt::Display for Problem {
             ),
             Problem::Requires { other } => {
                 write!(f, "has no effect without \"{other}\" in the same table")
+            }
+            Problem::Conflicts { other, why } => {
+                write!(f, "cannot be true together with \"{other}\" = true: {why}")
             }
             Problem::StatelessQueue { state } => write!(
                 f,

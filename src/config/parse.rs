@@ -57,6 +57,7 @@ const SERVICE_KEYS: &[&str] = &[
     "sack_repair",
     "track",
     "sample",
+    "handback",
     "rule",
 ];
 const RULE_KEYS: &[&str] = &[
@@ -715,6 +716,40 @@ fn service<'a>(cx: &Cx, t: &Tab<'a>) -> Result<(Service, Node<'a>)> {
     }
     if let Some(n) = t.get("sack_repair") {
         svc.sack_repair = n.bool(cx)?;
+    }
+    if let Some(n) = t.get("handback") {
+        svc.handback = n.bool(cx)?;
+        if svc.handback {
+            if protocol != Protocol::Tcp {
+                return Err(n.err(
+                    cx,
+                    Problem::NotForProtocol {
+                        what: "handback",
+                        protocol,
+                        needs: "\"tcp\"",
+                    },
+                ));
+            }
+            if svc.stateless {
+                return Err(n.err(
+                    cx,
+                    Problem::Conflicts {
+                        other: "stateless",
+                        why: "a stateless service has no conntrack entry to hand back",
+                    },
+                ));
+            }
+            if svc.sack_repair {
+                return Err(n.err(
+                    cx,
+                    Problem::Conflicts {
+                        other: "sack_repair",
+                        why: "a repaired flow must stay with nfqwall, which rewrites its SACK \
+                              blocks; handback is for services that do not repair",
+                    },
+                ));
+            }
+        }
     }
     svc.track = svc.default_track();
     if let Some(n) = t.get("track") {

@@ -22,6 +22,7 @@
 
 pub mod ct;
 pub mod feed;
+pub mod handback;
 pub mod iface;
 pub mod queue;
 pub mod services;
@@ -189,6 +190,8 @@ pub struct Shared {
     pub feed: Option<feed::FeedShared>,
     /// Whether the feed's group is bound and its thread runs.
     pub feed_bound: AtomicBool,
+    /// The queue threads' end of the handback channel ([`handback`]).
+    pub handback: handback::Handback,
     start: Instant,
 }
 
@@ -379,6 +382,7 @@ pub fn run(opts: RunOptions, rules: Box<dyn Ruleset>) -> Result<(), DaemonError>
     install_wake_handler().map_err(|e| DaemonError::Io("install the SIGUSR1 handler", e))?;
 
     let QueueRange { first, last } = config.daemon.queues;
+    let (handback, handback_rx) = handback::Handback::new();
     let shared = Arc::new(Shared {
         engine: Arc::clone(&engine),
         stop: AtomicBool::new(false),
@@ -401,6 +405,7 @@ pub fn run(opts: RunOptions, rules: Box<dyn Ruleset>) -> Result<(), DaemonError>
                 ..feed::FeedShared::default()
             }),
         feed_bound: AtomicBool::new(false),
+        handback,
         start: Instant::now(),
     });
     let rules_description = rules.describe();
@@ -419,6 +424,8 @@ pub fn run(opts: RunOptions, rules: Box<dyn Ruleset>) -> Result<(), DaemonError>
         workers: Vec::new(),
         feed_thread: None,
         monitor: None,
+        handback_rx: Some(handback_rx),
+        handback_thread: None,
         writer: Some(writer),
         rules_installed: false,
         stats: None,
@@ -449,6 +456,9 @@ struct Daemon {
     workers: Vec<JoinHandle<()>>,
     feed_thread: Option<JoinHandle<()>>,
     monitor: Option<JoinHandle<()>>,
+    /// The handback channel's receiver, until [`Daemon::start`] gives it its thread.
+    handback_rx: Option<crossbeam_channel::Receiver<handback::Request>>,
+    handback_thread: Option<JoinHandle<()>>,
     writer: Option<JoinHandle<()>>,
     rules_installed: bool,
     stats: Option<StatsServer>,
@@ -478,6 +488,11 @@ impl Daemon {
             CtSource::None
         };
         let rcvbuf = bound.first().map_or(0, |(_, _, r)| *r);
+        if let Some(rx) = self.handback_rx.take() {
+            let h = handback::spawn(rx, Arc::clone(&self.shared), self.sink.clone())
+                .map_err(|e| DaemonError::Io("start the handback thread", e))?;
+            self.handback_thread = Some(h);
+        }
         // The feed before the rules: their first NFLOG copies find it listening.
         let feed_error = self.start_feed().err();
         for (index, (q, _, _)) in bound.into_iter().enumerate() {
@@ -952,6 +967,7 @@ impl Daemon {
                 by_service: shared.services.snapshot(),
                 reloads: main.reloads.load(Ordering::Relaxed),
                 reload_failures: main.reload_failures.load(Ordering::Relaxed),
+                handback: shared.handback.counters.snapshot(),
                 queues: shared
                     .queues
                     .iter()
@@ -1046,6 +1062,9 @@ impl Daemon {
         }
         if let Some(m) = self.monitor.take() {
             let _ = m.join();
+        }
+        if let Some(h) = self.handback_thread.take() {
+            let _ = h.join();
         }
         self.stats = None;
         self.metrics = None;

@@ -257,6 +257,9 @@ fn handle(
             }
             .fetch_add(1, Ordering::Relaxed);
             shared.services.count(d);
+            if d.handback_due {
+                shared.handback.request(d, qs.number, now, shared);
+            }
             if d.is_notable() {
                 // Gated on this thread's counters before anything is built or the
                 // wall clock is read: a suppressed event costs a counter.

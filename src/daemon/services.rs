@@ -163,6 +163,7 @@ mod tests {
             rewrite: None,
             rewritten: false,
             tunnel: crate::wire::tunnel::Tunnels::NONE,
+            handback_due: false,
         }
     }
 }

@@ -131,6 +131,11 @@ pub struct Decision {
     /// True when [`Engine::decide_mut`] rewrote the packet (the verdict must carry
     /// the modified bytes).
     pub rewritten: bool,
+    /// True, once per flow, when the flow is proven to be behind a
+    /// sequence-randomizing middlebox (its displaced SACK blocks are evidence), its
+    /// service asks for `handback`, and the mode is enforce: the front end should set
+    /// conntrack's per-connection liberal flag on it (the offset is in `reason`).
+    pub handback_due: bool,
 }
 
 impl Decision {
@@ -237,6 +242,9 @@ struct Tracked {
     /// Evidence that this packet, if conntrack calls it INVALID, is benign: trusted
     /// state shows it, or its SACK blocks carry a proven middlebox offset.
     evidence: bool,
+    /// The evidence is displaced SACK: the flow is proven to be behind a
+    /// sequence-randomizing middlebox.
+    middlebox: bool,
 }
 
 impl Tracked {
@@ -249,6 +257,7 @@ impl Tracked {
             peer,
             repair: None,
             evidence: false,
+            middlebox: false,
         }
     }
 }
@@ -397,6 +406,7 @@ impl Engine {
             repair_offset: None,
             rewrite: None,
             rewritten: false,
+            handback_due: false,
         };
         let wire_len = if meta.wire_len == 0 {
             bytes.len() as u32
@@ -478,7 +488,44 @@ impl Engine {
                 }
             }
         }
+        if tracked.middlebox && d.disposition == Disposition::Vouch {
+            let hands_back = outcome
+                .service
+                .and_then(|s| policy.get_service(s))
+                .is_some_and(|s| s.handback());
+            if hands_back {
+                d.handback_due = self.claim_handback(&pkt, sport, dport, now_ns);
+            }
+        }
         d
+    }
+
+    /// Marks the packet's flow as handed back; true only the first time.
+    fn claim_handback(
+        &self,
+        pkt: &wire::Packet<'_>,
+        sport: Option<u16>,
+        dport: Option<u16>,
+        now_ns: u64,
+    ) -> bool {
+        let (key, _) = FlowKey::new(
+            pkt.src,
+            sport.unwrap_or(0),
+            pkt.dst,
+            dport.unwrap_or(0),
+            pkt.proto,
+        );
+        self.flows
+            .with_existing_flow(key, now_ns, |f| !core::mem::replace(&mut f.handback, true))
+            .unwrap_or(false)
+    }
+
+    /// Lets a later packet of the flow of `t` ask for its handback again (the front
+    /// end could not take the request: its queue was full).
+    pub fn rearm_handback(&self, t: &Tuple, now_ns: u64) {
+        let (key, _) = FlowKey::new(t.src, t.sport, t.dst, t.dport, t.proto);
+        self.flows
+            .with_existing_flow(key, now_ns, |f| f.handback = false);
     }
 
     /// Judges one packet and, when the decision carries a SACK rewrite, applies it
@@ -635,6 +682,7 @@ impl Engine {
             repair,
             // The engine saw the flow whole: its benign classes are evidence.
             evidence: reason.is_some_and(|r| r.class() == Class::Benign),
+            middlebox: false,
         }
     }
 
@@ -720,6 +768,7 @@ impl Engine {
                     };
                     let mut repair = None;
                     let mut evidence = false;
+                    let mut middlebox = false;
                     if let Some(Reason::SackDisplaced { .. }) = v.reason {
                         self.repairs
                             .note_data(&key, side, seg.seq, seg.payload_len, secs(now_ns));
@@ -732,6 +781,10 @@ impl Engine {
                             && (exact.is_some()
                                 || hits >= SACK_PROOF_HITS
                                 || self.peers.middlebox_proven(initiator));
+                        // The middlebox itself is proven only so (agreeing
+                        // displacements, an exact offset, or the peer proven before),
+                        // not by a whole flow's benign judgement of one displaced SACK.
+                        middlebox = evidence;
                     }
                     v.reason = match v.reason {
                         Some(r) if r.class() == Class::Hostile => Some(r),
@@ -757,16 +810,19 @@ impl Engine {
                         );
                     }
                     note_flow(flow, sender_is_low, pkt, now_ns, patterns, v.reason);
-                    (patterns, v.reason, initiator, repair, evidence)
+                    (patterns, v.reason, initiator, repair, evidence, middlebox)
                 });
                 match r {
-                    Some((patterns, reason, initiator, repair, evidence)) => Tracked {
+                    Some((patterns, reason, initiator, repair, evidence, middlebox)) => Tracked {
                         ct,
                         reason,
                         patterns,
                         peer: Some(initiator),
                         repair,
                         evidence,
+                        middlebox: middlebox
+                            && evidence
+                            && matches!(reason, Some(Reason::SackDisplaced { .. })),
                     },
                     None => {
                         let reason = if seg.flags & RST != 0 {
@@ -852,6 +908,7 @@ impl Engine {
                 peer: Some(initiator),
                 repair,
                 evidence: false,
+                middlebox: false,
             },
             None => Tracked::stateless(CtState::Established, Some(Reason::FlowTableFull), peer),
         }

@@ -106,6 +106,9 @@ pub struct Flow {
     /// started (its SYN, or its first trusted packet): the flow is whole only while
     /// the feed has lost nothing since, so a loss makes every older flow partial.
     pub fed_epoch: u32,
+    /// True once the engine asked its front end to hand the flow back to conntrack
+    /// (per-connection liberal flag): asked once per flow.
+    pub handback: bool,
 }
 
 /// Whole seconds of a nanosecond timestamp, as flows store them.
@@ -129,6 +132,7 @@ impl Flow {
             replied: false,
             partial: false,
             fed_epoch: 0,
+            handback: false,
         }
     }
 

@@ -265,6 +265,7 @@ pub struct ServicePolicy {
     default: Action,
     stateless: bool,
     sack_repair: bool,
+    handback: bool,
     queue: Vec<CtState>,
     ports: Vec<PortRange>,
     addresses: AddrSet,
@@ -300,6 +301,12 @@ impl ServicePolicy {
     /// Whether displaced SACK blocks should be rewritten.
     pub fn sack_repair(&self) -> bool {
         self.sack_repair
+    }
+
+    /// Whether a flow proven to be behind a sequence-randomizing middlebox is handed
+    /// back to conntrack (liberal flag); never for a repairing or stateless service.
+    pub fn handback(&self) -> bool {
+        self.handback
     }
 
     /// The conntrack states the rendered ruleset sends to nfqwall.
@@ -501,6 +508,7 @@ fn compile_service(
         default: s.default,
         stateless: s.stateless,
         sack_repair: s.sack_repair,
+        handback: s.handback && s.protocol == Protocol::Tcp && !s.sack_repair && !s.stateless,
         queue: s.queue.clone(),
         ports: s.ports.clone(),
         addresses: AddrSet::new(&s.addresses),

@@ -137,6 +137,9 @@ pub struct Service {
     pub queue: Vec<CtState>,
     /// Whether to rewrite displaced SACK blocks (and queue SACK-bearing segments).
     pub sack_repair: bool,
+    /// Whether a flow proven to be behind a sequence-randomizing middlebox is handed
+    /// back to conntrack with its per-connection liberal flag (tcp, no `sack_repair`).
+    pub handback: bool,
     /// Whether the engine is fed the service's established packets.
     pub track: Track,
     /// `sample = "1/N"`: when every rule of the service is rendered into the kernel
@@ -161,6 +164,7 @@ impl Service {
             stateless: false,
             queue: vec![CtState::Invalid, CtState::New],
             sack_repair: false,
+            handback: false,
             track: Track::Shadow,
             sample: None,
             rules: Vec::new(),

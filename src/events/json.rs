@@ -98,6 +98,9 @@ pub fn packet_body(out: &mut String, ev: &PacketEvent, policy: &Policy, iface: O
     if d.rewritten {
         out.push_str(",\"sack_repaired\":true");
     }
+    if d.handback_due {
+        out.push_str(",\"handback\":true");
+    }
 }
 
 /// An `internal_error` line.

@@ -149,6 +149,19 @@ pub struct Unjudged {
     pub known: bool,
 }
 
+/// Per-flow liberal handbacks (`handback = true` services; `crate::daemon::handback`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandbackStats {
+    /// Flows found due for a handback.
+    pub requested: u64,
+    /// Flows handed back (liberal flag set).
+    pub done: u64,
+    /// Handbacks that failed.
+    pub failed: u64,
+    /// Requests lost to a full channel.
+    pub dropped: u64,
+}
+
 /// Event-path counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventStats {
@@ -228,6 +241,9 @@ pub struct Snapshot {
     pub reloads: u64,
     /// Reloads refused (bad config; the old one stayed).
     pub reload_failures: u64,
+    /// Flows handed back to conntrack with the per-connection liberal flag.
+    #[serde(default)]
+    pub handback: HandbackStats,
     /// Per-queue counters of the daemon's threads.
     pub queues: Vec<QueueStats>,
     /// The kernel's counters for the daemon's queues.
@@ -344,6 +360,21 @@ pub fn render_table(s: &Snapshot) -> String {
     ];
     for (k, v) in rows {
         let _ = writeln!(o, "  {k:<24}{v:>14}");
+    }
+    if s.handback != HandbackStats::default() {
+        let h = &s.handback;
+        let _ = writeln!(
+            o,
+            "  {:<24}{:>14}",
+            "handbacks (failed)",
+            format!("{} ({})", h.done, h.failed)
+        );
+        let _ = writeln!(
+            o,
+            "  {:<24}{:>14}",
+            "handbacks due (dropped)",
+            format!("{} ({})", h.requested, h.dropped)
+        );
     }
     let _ = writeln!(
         o,
