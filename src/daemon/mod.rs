@@ -962,6 +962,8 @@ impl Daemon {
                 peers: e.peers().len() as u64,
                 rss_bytes: stats::rss_bytes(),
                 sack_repaired: c.sack_repaired.load(Ordering::Relaxed),
+                sack_blocks_rewritten: c.sack_blocks_rewritten.load(Ordering::Relaxed),
+                sack_blocks_unchanged: c.sack_blocks_unchanged.load(Ordering::Relaxed),
                 rate_buckets: e.policy().rate_stats().tracked as u64,
                 rate_untracked: e.policy().rate_stats().untracked,
                 by_service: shared.services.snapshot(),

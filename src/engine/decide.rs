@@ -168,6 +168,11 @@ pub struct Counters {
     pub by_pattern: [AtomicU64; Pattern::ALL.len()],
     /// Packets whose displaced SACK blocks were rewritten.
     pub sack_repaired: AtomicU64,
+    /// SACK blocks rewritten into the data sender's space.
+    pub sack_blocks_rewritten: AtomicU64,
+    /// Displaced SACK blocks of a repairing service passed on unchanged: the offset
+    /// not yet proven, or the blocks not verified against data the feed showed sent.
+    pub sack_blocks_unchanged: AtomicU64,
     /// Packets of the shadow feed the engine learned from ([`Engine::observe`]):
     /// never judged, never counted as verdicts.
     pub fed: AtomicU64,
@@ -190,6 +195,8 @@ impl Counters {
             by_reason: core::array::from_fn(|_| AtomicU64::new(0)),
             by_pattern: core::array::from_fn(|_| AtomicU64::new(0)),
             sack_repaired: AtomicU64::new(0),
+            sack_blocks_rewritten: AtomicU64::new(0),
+            sack_blocks_unchanged: AtomicU64::new(0),
             fed: AtomicU64::new(0),
             fed_pickups: AtomicU64::new(0),
             feed_losses: AtomicU64::new(0),
@@ -476,6 +483,16 @@ impl Engine {
             .service
             .and_then(|s| policy.get_service(s))
             .is_some_and(|s| s.sack_repair());
+        if let (true, Some(Reason::SackDisplaced { .. }), Transport::Tcp(seg)) =
+            (repairs, tracked.reason, &pkt.transport)
+        {
+            if tracked.repair.is_none() || d.mode != Mode::Enforce {
+                let blocks = seg.options.as_ref().map_or(0, |o| o.sack.as_slice().len());
+                self.counters
+                    .sack_blocks_unchanged
+                    .fetch_add(blocks as u64, Ordering::Relaxed);
+            }
+        }
         if let (Some(offset), true, Mode::Enforce, Transport::Tcp(seg)) =
             (tracked.repair, repairs, d.mode, &pkt.transport)
         {
@@ -545,14 +562,18 @@ impl Engine {
         let Some(rw) = d.rewrite else {
             return;
         };
-        d.rewritten = sack_repair::rewrite_located(
+        let blocks = sack_repair::rewrite_located(
             packet,
             usize::from(rw.tcp_at),
             usize::from(rw.sack_at),
             rw.offset,
-        ) > 0;
+        );
+        d.rewritten = blocks > 0;
         if d.rewritten {
             self.counters.sack_repaired.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .sack_blocks_rewritten
+                .fetch_add(blocks as u64, Ordering::Relaxed);
         }
     }
 
@@ -639,8 +660,13 @@ impl Engine {
                 let mut repair = None;
                 if flow.tcp.sack_offset().is_some() {
                     // Behind a middlebox: learn the exact offset from segment boundaries.
-                    self.repairs
-                        .note_data(&key, side, seg.seq, seg.payload_len, secs(now_ns));
+                    self.repairs.note_data(
+                        &key,
+                        side,
+                        (seg.seq, seg.payload_len, None),
+                        false,
+                        secs(now_ns),
+                    );
                     if let Some(Reason::SackDisplaced { .. }) = verdict.reason {
                         let (reason, exact) =
                             self.learn_offset(&key, side, seg, options, &mut flow.tcp, now_ns);
@@ -770,8 +796,13 @@ impl Engine {
                     let mut evidence = false;
                     let mut middlebox = false;
                     if let Some(Reason::SackDisplaced { .. }) = v.reason {
-                        self.repairs
-                            .note_data(&key, side, seg.seq, seg.payload_len, secs(now_ns));
+                        self.repairs.note_data(
+                            &key,
+                            side,
+                            (seg.seq, seg.payload_len, None),
+                            false,
+                            secs(now_ns),
+                        );
                         let (reason, exact) =
                             self.learn_offset(&key, side, seg, options, &mut trial, now_ns);
                         v.reason = reason;
@@ -882,14 +913,17 @@ impl Engine {
                 }
                 let mut repair = None;
                 if flow.tcp.sack_offset().is_some() {
-                    // Not from the feed: it delivers segments a batch late, and the
-                    // boundary proof assumes every segment up to a SACK block's edge
-                    // is in the ring when the SACK is judged; with some missing, a
-                    // wrong offset a whole number of segments away can fit alone.
-                    if !fed {
-                        self.repairs
-                            .note_data(&key, side, seg.seq, seg.payload_len, secs(now_ns));
-                    }
+                    // From the feed, the segments come a batch late: the learner then
+                    // proves the offset by hole votes only (see `sack_repair`).
+                    // Fed at the server's hooks, its segments are GSO packets.
+                    let unit = fed.then(|| flow.tcp.segment_unit(seg.header_len)).flatten();
+                    self.repairs.note_data(
+                        &key,
+                        side,
+                        (seg.seq, seg.payload_len, unit),
+                        fed,
+                        secs(now_ns),
+                    );
                     if let Some(Reason::SackDisplaced { .. }) = v.reason {
                         let (reason, exact) =
                             self.learn_offset(&key, side, seg, options, &mut flow.tcp, now_ns);

@@ -15,6 +15,14 @@
 //! candidate remains and two packets agreed. Repair uses only an exact offset and
 //! only writes blocks that land on seen boundaries inside the window, so it never
 //! claims data the client does not hold.
+//!
+//! Live, the boundaries come from the shadow feed, a batch late: the newest segments
+//! may be missing when a SACK naming them is judged, so a lone candidate proves
+//! nothing there. Each loss episode then votes instead: its hole starts at the
+//! cumulative ACK, on a segment the feed showed, and if the hole is that one segment
+//! the offset is the block's left edge minus the segment's end. Two agreeing votes
+//! that outnumber any other twice make the offset exact; blocks are repaired only when
+//! both edges land on fed boundaries.
 
 use crate::engine::flow::FlowKey;
 use crate::engine::seq::SeqNumber;
@@ -30,9 +38,15 @@ pub const RING: usize = 1024;
 const CONFIRMATIONS: u8 = 2;
 
 /// Boundaries of the data one side sent, oldest first, in sequence order.
+///
+/// Seen at the sender's host (the shadow feed), TCP's segments are GSO packets: one
+/// `[start, end)` holds several wire segments of `unit` bytes (the last may be
+/// shorter), and a SACK block's edges fall on that grid. Without a unit every
+/// recorded segment is one wire segment (a capture of the wire).
 #[derive(Debug, Default)]
 struct Boundaries {
     segments: VecDeque<(SeqNumber, SeqNumber)>,
+    unit: Option<u32>,
 }
 
 impl Boundaries {
@@ -53,24 +67,47 @@ impl Boundaries {
         self.segments.push_back((start, end));
     }
 
-    /// Index of the segment starting exactly at `seq`.
-    fn find_start(&self, seq: SeqNumber) -> Option<usize> {
+    /// The recorded segment holding `seq` (`start <= seq < end`), or, with `at_end`,
+    /// the one ending at or after it (`start < seq <= end`).
+    fn holding(&self, seq: SeqNumber, at_end: bool) -> Option<(SeqNumber, SeqNumber)> {
         let base = self.segments.front()?.0;
         let target = seq.distance_from(base);
-        self.segments
-            .binary_search_by_key(&target, |(s, _)| s.distance_from(base))
-            .ok()
+        let i = self.segments.partition_point(|(s, _)| {
+            s.distance_from(base) < target.saturating_add(u32::from(!at_end))
+        });
+        let &(start, end) = self.segments.get(i.checked_sub(1)?)?;
+        let (s, e) = (start.distance_from(base), end.distance_from(base));
+        let inside = if at_end {
+            s < target && target <= e
+        } else {
+            s <= target && target < e
+        };
+        inside.then_some((start, end))
     }
 
-    /// Returns true if and only if a segment ends exactly at `seq`.
+    /// The wire segment starting exactly at `seq`, as `[seq, end)`.
+    fn wire_segment_at(&self, seq: SeqNumber) -> Option<(SeqNumber, SeqNumber)> {
+        let (start, end) = self.holding(seq, false)?;
+        let into = seq.distance_from(start);
+        match self.unit {
+            None if into == 0 => Some((start, end)),
+            Some(u) if u > 0 && into % u == 0 => {
+                let rest = end.distance_from(seq);
+                Some((seq, seq + rest.min(u)))
+            }
+            _ => None,
+        }
+    }
+
+    /// Returns true if and only if a wire segment ends exactly at `seq`.
     fn has_end(&self, seq: SeqNumber) -> bool {
-        let Some(&(base, _)) = self.segments.front() else {
+        let Some((start, end)) = self.holding(seq, true) else {
             return false;
         };
-        let target = seq.distance_from(base);
-        self.segments
-            .binary_search_by_key(&target, |(_, e)| e.distance_from(base))
-            .is_ok()
+        seq == end
+            || self
+                .unit
+                .is_some_and(|u| u > 0 && seq.distance_from(start) % u == 0)
     }
 
     /// Starts within `[low, high]` (inclusive, serial order).
@@ -106,6 +143,14 @@ struct Learner {
     growths: Tally,
     /// Episode gaps (`left - ack`): offset plus hole.
     gaps: Tally,
+    /// Hole votes (fed boundaries): the offset if this episode's hole is the one
+    /// segment that starts at the cumulative ACK.
+    holes: Tally,
+    /// Whether the boundaries come from the shadow feed, which delivers a batch late.
+    lagging: bool,
+    /// Episodes whose hole segment the feed had not shown yet when they were counted:
+    /// with the offset range then, voted once it arrives.
+    pending: [Option<(Episode, u32, u32)>; PENDING],
     /// Whether `exact` came from segment boundaries (then episodes do not revoke it).
     by_boundaries: bool,
     exact: Option<u32>,
@@ -152,8 +197,23 @@ impl Learner {
         if !self.episode_counted {
             self.episode_counted = true;
             self.gaps.add(first.left.distance_from(ack));
+            // The hole starts at the ACK, on a segment the data sender sent; the
+            // server's segments in the ring say where that segment ends, so the hole
+            // needs no guess at the segment size (under GRO or delayed ACKs the block
+            // grows by several segments at a time, and a growth is no segment).
+            let episode = (ack, first.left, first.right);
+            if !self.vote_hole(episode, low, high) {
+                if let Some(slot) = self.pending.iter_mut().find(|p| p.is_none()) {
+                    *slot = Some((episode, low, high));
+                }
+            }
         }
         if self.by_boundaries {
+            return;
+        }
+        if self.lagging || !self.boundaries.segments.is_empty() {
+            // The data sender's segments are in view: only a hole vote proves.
+            self.exact = self.hole_offset();
             return;
         }
         self.exact = match (self.gaps.dominant(), self.growths.dominant()) {
@@ -163,6 +223,54 @@ impl Learner {
             }
             _ => None,
         };
+    }
+
+    /// Votes for the offset that makes the hole at `ack` the one segment starting
+    /// there, if the ring holds that segment; returns false if the ring has not
+    /// reached it yet (the vote is worth waiting for).
+    fn vote_hole(&mut self, (ack, left, right): Episode, low: u32, high: u32) -> bool {
+        let Some(top) = self.boundaries.segments.back().map(|&(_, e)| e) else {
+            return false;
+        };
+        if top <= ack {
+            return false;
+        }
+        let Some((_, end)) = self.boundaries.wire_segment_at(ack) else {
+            return true;
+        };
+        let off = left.distance_from(end);
+        if off.wrapping_sub(low) > high.wrapping_sub(low) {
+            return true;
+        }
+        // The block's right edge must land on a segment end too (a wrong unit or a
+        // resegmenting path fails here); wait while the feed has not reached it.
+        let r = right - off;
+        if r > top {
+            return false;
+        }
+        if self.boundaries.has_end(r) {
+            self.holes.add(off);
+        }
+        true
+    }
+
+    /// Votes the pending episodes whose hole segment has arrived.
+    fn vote_pending(&mut self) {
+        for i in 0..PENDING {
+            if let Some((episode, low, high)) = self.pending[i] {
+                if self.vote_hole(episode, low, high) {
+                    self.pending[i] = None;
+                }
+            }
+        }
+        if !self.by_boundaries {
+            self.exact = self.hole_offset().or(self.exact);
+        }
+    }
+
+    /// The offset the hole votes agree on.
+    fn hole_offset(&self) -> Option<u32> {
+        self.holes.dominant_of(HOLE_VOTES)
     }
 
     /// The boundary method: one candidate, agreed by two packets in a row.
@@ -186,8 +294,20 @@ impl Learner {
     }
 }
 
+/// A counted loss episode: its cumulative ACK and its first block's edges.
+type Episode = (SeqNumber, SeqNumber, SeqNumber);
+
+/// Loss episodes that can wait for the feed to show their hole.
+const PENDING: usize = 4;
+
 /// Times the most common value must have been seen before it is trusted.
 const MODE_MIN: u16 = 3;
+
+/// Episodes whose holes must agree on the offset when the data sender's segments are
+/// seen. A hole of several segments votes a whole number of segments too high; with
+/// rare, independent loss two such votes agreeing (and outnumbering the true one
+/// twice) is far less likely than two single-segment holes.
+const HOLE_VOTES: u16 = 2;
 
 /// Counts of a few distinct values, to find the most common one. Fixed size: when
 /// full, a new value replaces the rarest.
@@ -213,10 +333,16 @@ impl Tally {
     /// The most common value, if seen [`MODE_MIN`] times and at least twice as often
     /// as any other.
     fn dominant(&self) -> Option<u32> {
+        self.dominant_of(MODE_MIN)
+    }
+
+    /// The most common value, if seen `min` times and at least twice as often as any
+    /// other.
+    fn dominant_of(&self, min: u16) -> Option<u32> {
         let mut sorted = self.values;
         sorted.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
         let (top, runner_up) = (sorted[0], sorted[1]);
-        (top.1 >= MODE_MIN && top.1 >= 2 * runner_up.1.max(1)).then_some(top.0)
+        (top.1 >= min && top.1 >= 2 * runner_up.1.max(1)).then_some(top.0)
     }
 }
 
@@ -272,15 +398,33 @@ impl RepairTable {
         self.len() == 0
     }
 
-    /// Records a data segment of a flow that is being learned (no-op otherwise).
-    pub fn note_data(&self, key: &FlowKey, side: usize, start: SeqNumber, len: u32, now_s: u32) {
+    /// Records a data segment of a flow that is being learned (no-op otherwise);
+    /// `lagging`: it came from the shadow feed, which delivers a batch late.
+    ///
+    /// `unit`, when known, is the data sender's wire segment size (its GSO size): the
+    /// feed shows GSO packets of several segments each.
+    pub fn note_data(
+        &self,
+        key: &FlowKey,
+        side: usize,
+        (start, len, unit): (SeqNumber, u32, Option<u32>),
+        lagging: bool,
+        now_s: u32,
+    ) {
         if len == 0 {
             return;
         }
         if let Some(mut l) = self.map.get_mut(key) {
             if usize::from(l.data_side) == side {
                 l.boundaries.push(start, start + len);
+                if unit.is_some() {
+                    l.boundaries.unit = unit;
+                }
+                l.lagging |= lagging;
                 l.last_s = now_s;
+                if l.pending.iter().any(Option::is_some) {
+                    l.vote_pending();
+                }
             }
         }
     }
@@ -321,6 +465,9 @@ impl RepairTable {
                     last_right: None,
                     growths: Tally::default(),
                     gaps: Tally::default(),
+                    holes: Tally::default(),
+                    lagging: false,
+                    pending: [None; PENDING],
                     by_boundaries: false,
                     exact: None,
                     last_s: now_s,
@@ -332,17 +479,28 @@ impl RepairTable {
         };
         l.last_s = now_s;
         l.learn_from_episode(ack, blocks, low, high);
-        if l.exact.is_none() {
+        // A ring that lags may lack the segments at a block's edges while a wrong
+        // offset a whole number of segments lower finds older ones: a lone candidate
+        // proves nothing there.
+        if l.exact.is_none() && !l.lagging {
             if let Some(off) = l.learn_from_boundaries(ack, blocks, low, high) {
                 l.exact = Some(off);
                 l.by_boundaries = true;
             }
         }
+        let seen = l.exact.is_some_and(|off| fits(&l.boundaries, blocks, off));
         match l.exact {
             None => Learned::Unknown,
-            Some(off) if fits(&l.boundaries, blocks, off) || plausible(ack, blocks, off, room) => {
-                Learned::Exact(off)
+            // With the data sender's segments fed, a block is repaired only when both
+            // its edges land on data the feed showed sent, within the offered window.
+            Some(off) if l.lagging => {
+                if seen && plausible(ack, blocks, off, room) {
+                    Learned::Exact(off)
+                } else {
+                    Learned::Unverified(off)
+                }
             }
+            Some(off) if seen || plausible(ack, blocks, off, room) => Learned::Exact(off),
             Some(off) => Learned::Unverified(off),
         }
     }
@@ -365,7 +523,7 @@ impl RepairTable {
 fn fits(b: &Boundaries, blocks: &[SackBlock], off: u32) -> bool {
     blocks
         .iter()
-        .all(|blk| b.find_start(blk.left - off).is_some() && b.has_end(blk.right - off))
+        .all(|blk| b.wire_segment_at(blk.left - off).is_some() && b.has_end(blk.right - off))
 }
 
 /// The one offset that maps every block onto seen boundaries within `[low, high]`.
@@ -565,10 +723,10 @@ mod tests {
             Learned::Unknown
         );
         for i in 0..10u32 {
-            t.note_data(&key, 1, SeqNumber(1000 + i * 1000), 1000, 0);
+            t.note_data(&key, 1, (SeqNumber(1000 + i * 1000), 1000, None), false, 0);
         }
         // Data from the SACK sender's side is not the data the blocks describe.
-        t.note_data(&key, 0, SeqNumber(5), 99_999, 0);
+        t.note_data(&key, 0, (SeqNumber(5), 99_999, None), false, 0);
         assert_eq!(
             t.learn(&key, 1, SeqNumber(3000), &blk, (off - 100, off + 100), 0, 0),
             Learned::Unknown
@@ -665,6 +823,183 @@ mod tests {
         );
     }
 
+    /// Feeds the server's segments `[from, to)` of 1448 bytes (server space) to the
+    /// ring, as the shadow feed does.
+    fn feed(t: &RepairTable, key: &FlowKey, from: u32, to: u32) {
+        for start in (from..to).step_by(1448) {
+            t.note_data(key, 1, (SeqNumber(start), 1448, None), true, 0);
+        }
+    }
+
+    /// One loss episode as the live daemon sees it: the segment at `hole` lost (and
+    /// `lost - 1` more after it), then `acks` dupacks each acknowledging `per_ack`
+    /// newly arrived segments at once (GRO, delayed ACKs).
+    fn fed_episode(
+        t: &RepairTable,
+        key: &FlowKey,
+        off: u32,
+        (hole, lost): (u32, u32),
+        per_ack: u32,
+        acks: u32,
+    ) -> Learned {
+        episode(t, key, off, hole, lost * 1448, per_ack * 1448, acks)
+    }
+
+    #[test]
+    fn fed_segments_pin_the_offset_when_acks_cover_many_segments() {
+        let t = RepairTable::new(8);
+        let key = key();
+        let off = 819_725_076u32;
+        let base = 1_000_000u32;
+        // The first SACK starts the learner; the feed then shows the data sent.
+        fed_episode(&t, &key, off, (base, 1), 16, 1);
+        feed(&t, &key, base, base + 400 * 1448);
+        // Growths of 16 segments (where the growth-based guess would be 15 segments
+        // low): the hole, the one segment that starts at the ACK, is what counts.
+        assert_eq!(
+            fed_episode(&t, &key, off, (base + 10 * 1448, 1), 16, 3),
+            Learned::Unknown
+        );
+        assert_eq!(
+            fed_episode(&t, &key, off, (base + 100 * 1448, 1), 16, 3),
+            Learned::Exact(off)
+        );
+        assert_eq!(t.exact(&key), Some(off));
+    }
+
+    #[test]
+    fn episodes_judged_before_the_feed_shows_their_hole_vote_when_it_does() {
+        let t = RepairTable::new(8);
+        let key = key();
+        let off = 819_725_076u32;
+        let base = 1_000_000u32;
+        fed_episode(&t, &key, off, (base, 1), 1, 1);
+        feed(&t, &key, base, base + 10 * 1448);
+        // On a fast path the dupacks of an episode are judged before the feed's
+        // batch with the lost segment arrives: the votes wait for it.
+        fed_episode(&t, &key, off, (base + 20 * 1448, 1), 1, 3);
+        fed_episode(&t, &key, off, (base + 60 * 1448, 1), 1, 3);
+        assert_eq!(t.exact(&key), None);
+        feed(&t, &key, base + 10 * 1448, base + 100 * 1448);
+        assert_eq!(t.exact(&key), Some(off));
+    }
+
+    /// Feeds GSO packets of `per` wire segments of 1448 bytes, told `unit`.
+    fn feed_gso(t: &RepairTable, key: &FlowKey, (from, to): (u32, u32), per: u32, unit: u32) {
+        for start in (from..to).step_by((per * 1448) as usize) {
+            let len = (per * 1448).min(to - start);
+            t.note_data(key, 1, (SeqNumber(start), len, Some(unit)), true, 0);
+        }
+    }
+
+    #[test]
+    fn gso_packets_hold_the_wire_segments_the_blocks_name() {
+        let t = RepairTable::new(8);
+        let key = key();
+        let off = 819_725_076u32;
+        let base = 2_981_031_694u32;
+        fed_episode(&t, &key, off, (base, 1), 1, 1);
+        // The server's stack hands its hooks 36 segments at a time.
+        feed_gso(&t, &key, (base, base + 720 * 1448), 36, 1448);
+        fed_episode(&t, &key, off, (base + 40 * 1448, 1), 2, 3);
+        assert_eq!(
+            fed_episode(&t, &key, off, (base + 300 * 1448, 1), 2, 3),
+            Learned::Exact(off)
+        );
+        // A block inside a GSO packet, on its grid, is verified; one off the grid is not.
+        let range = (off - 50_000, off + 50_000);
+        let ack = SeqNumber(base + 500 * 1448);
+        let on = [block(base + 503 * 1448 + off, base + 505 * 1448 + off)];
+        assert_eq!(
+            t.learn(&key, 1, ack, &on, range, 1 << 20, 0),
+            Learned::Exact(off)
+        );
+        let ragged = [block(base + 503 * 1448 + off + 7, base + 505 * 1448 + off)];
+        assert_eq!(
+            t.learn(&key, 1, ack, &ragged, range, 1 << 20, 0),
+            Learned::Unverified(off)
+        );
+    }
+
+    #[test]
+    fn a_wrong_segment_unit_proves_nothing() {
+        let t = RepairTable::new(8);
+        let key = key();
+        let off = 1_000_000u32;
+        let base = 5_000u32;
+        fed_episode(&t, &key, off, (base, 1), 1, 1);
+        // Told 1460 (an MSS with no room for the timestamps the segments carry).
+        feed_gso(&t, &key, (base, base + 720 * 1448), 36, 1460);
+        for hole in [40, 120, 200, 280, 360] {
+            fed_episode(&t, &key, off, (base + hole * 1448, 1), 1, 3);
+        }
+        assert_eq!(t.exact(&key), None);
+    }
+
+    #[test]
+    fn fed_double_losses_do_not_outvote_single_ones() {
+        let t = RepairTable::new(8);
+        let key = key();
+        let off = 3_000_000u32;
+        let base = 50_000u32;
+        fed_episode(&t, &key, off, (base, 1), 1, 1);
+        feed(&t, &key, base, base + 400 * 1448);
+        // A double loss votes one segment high; two single losses then agree, but
+        // only outnumbering it twice makes the offset exact.
+        fed_episode(&t, &key, off, (base + 10 * 1448, 2), 1, 3);
+        assert_eq!(
+            fed_episode(&t, &key, off, (base + 50 * 1448, 1), 1, 3),
+            Learned::Unknown
+        );
+        assert_eq!(
+            fed_episode(&t, &key, off, (base + 90 * 1448, 1), 1, 3),
+            Learned::Exact(off)
+        );
+    }
+
+    #[test]
+    fn fed_blocks_beyond_what_the_feed_showed_pass_unchanged() {
+        let t = RepairTable::new(8);
+        let key = key();
+        let off = 42_000_000u32;
+        let base = 10_000u32;
+        fed_episode(&t, &key, off, (base, 1), 1, 1);
+        feed(&t, &key, base, base + 200 * 1448);
+        fed_episode(&t, &key, off, (base + 10 * 1448, 1), 1, 3);
+        fed_episode(&t, &key, off, (base + 50 * 1448, 1), 1, 3);
+        assert_eq!(t.exact(&key), Some(off));
+        // The feed lags: the server sent segment 250, the feed has shown up to 199.
+        // The block cannot be checked against data seen sent, so it is not repaired.
+        let ack = SeqNumber(base + 240 * 1448);
+        let ahead = [block(base + 250 * 1448 + off, base + 251 * 1448 + off)];
+        assert_eq!(
+            t.learn(
+                &key,
+                1,
+                ack,
+                &ahead,
+                (off - 50_000, off + 50_000),
+                1 << 20,
+                0
+            ),
+            Learned::Unverified(off)
+        );
+        // Once the feed catches up, the same block is verified.
+        feed(&t, &key, base + 200 * 1448, base + 300 * 1448);
+        assert_eq!(
+            t.learn(
+                &key,
+                1,
+                ack,
+                &ahead,
+                (off - 50_000, off + 50_000),
+                1 << 20,
+                0
+            ),
+            Learned::Exact(off)
+        );
+    }
+
     #[test]
     fn a_lone_dsack_is_not_an_episode() {
         let t = RepairTable::new(8);
@@ -690,7 +1025,10 @@ mod tests {
     fn retransmissions_do_not_disturb_the_ring_order() {
         let mut b = ring(&[100, 200, 300], 100);
         b.push(SeqNumber(200), SeqNumber(300));
-        assert_eq!(b.find_start(SeqNumber(300)), Some(2));
+        assert_eq!(
+            b.wire_segment_at(SeqNumber(300)),
+            Some((SeqNumber(300), SeqNumber(400)))
+        );
         assert!(b.has_end(SeqNumber(400)));
     }
 

@@ -71,6 +71,8 @@ struct Endpoint {
     isn: SeqNumber,
     /// Window scale shift this endpoint's SYN announced.
     scale: u8,
+    /// Maximum segment size its SYN announced (0: unknown).
+    mss: u16,
     /// `seen::*` bits.
     seen: u8,
 }
@@ -224,6 +226,19 @@ impl TcpTracker {
         self.ends[s & 1].maxwin.max(MIN_SLACK)
     }
 
+    /// The size of the wire segments endpoint `s` sends in a segment whose TCP header
+    /// is `header_len` bytes: the smaller of the two SYNs' MSS (each side's own MTU
+    /// and what it lets the other send) less the options every segment carries. What
+    /// Linux uses as its GSO size when the path MTU is the interface's; `None` when
+    /// either SYN was missed or carried no MSS.
+    pub fn segment_unit(&self, header_len: u16) -> Option<u32> {
+        let (a, b) = (self.ends[0].mss, self.ends[1].mss);
+        let options = u32::from(header_len.saturating_sub(20));
+        (a > 0 && b > 0)
+            .then(|| u32::from(a.min(b)).saturating_sub(options))
+            .filter(|&u| u > 0)
+    }
+
     /// Pins the SACK displacement to an offset known exactly (by
     /// [`crate::engine::sack_repair`]).
     pub fn pin_sack_offset(&mut self, offset: u32) {
@@ -359,6 +374,7 @@ impl TcpTracker {
                 e.seen |= seen::WSCALE;
                 e.scale = shift;
             }
+            e.mss = seg.options.mss.unwrap_or(0);
         } else {
             // Mid-stream: the scale was announced in a SYN we missed. Assume the largest
             // so the window never looks smaller than it is (liberal, like conntrack's
@@ -405,6 +421,7 @@ impl TcpTracker {
         e.isn = seg.seq;
         e.end = seg.seq + seg.seq_len();
         e.last_ack = seg.ack;
+        e.mss = seg.options.mss.unwrap_or(0);
         if let Some(shift) = seg.options.window_scale {
             e.seen |= seen::WSCALE;
             e.scale = shift;

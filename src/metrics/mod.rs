@@ -340,6 +340,16 @@ pub fn render(s: &Snapshot) -> String {
         "Packets whose displaced SACK blocks were rewritten",
         s.sack_repaired,
     );
+    o.counter(
+        "sack_blocks_rewritten",
+        "SACK blocks rewritten into the server's sequence space",
+        s.sack_blocks_rewritten,
+    );
+    o.counter(
+        "sack_blocks_unchanged",
+        "Displaced SACK blocks of repairing services passed on unchanged",
+        s.sack_blocks_unchanged,
+    );
     o.counter("reloads", "Successful reloads", s.reloads);
     o.counter(
         "reload_failures",

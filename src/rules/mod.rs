@@ -254,7 +254,15 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
                             };
                             feed_in.push(feed.rule(OwnChain::FeedIn, Dir::Destination, &inbound));
                         }
-                        mangle_out.push(feed.rule(OwnChain::MangleOut, Dir::Source, &nflog));
+                        // A repairing service's own segments prove the SACK offset and
+                        // verify each block to be rewritten, so they must not wait for
+                        // a batch: the ACKs naming them are judged at once.
+                        let outbound = if repairs {
+                            nflog_target_with(&config.daemon, 1)
+                        } else {
+                            nflog.clone()
+                        };
+                        mangle_out.push(feed.rule(OwnChain::MangleOut, Dir::Source, &outbound));
                         shadowed = true;
                     }
                     feed_in.push(feed.rule(OwnChain::FeedIn, Dir::Destination, "-j RETURN"));
@@ -415,9 +423,14 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
 /// `-j NFLOG ...`: the shadow feed's target, as `iptables-save` prints it (the
 /// feed's chains see only ESTABLISHED packets).
 fn nflog_target(d: &crate::config::DaemonConfig) -> String {
+    nflog_target_with(d, d.feed_threshold)
+}
+
+/// [`nflog_target`] with another batch threshold.
+fn nflog_target_with(d: &crate::config::DaemonConfig, threshold: u16) -> String {
     format!(
-        "-j NFLOG --nflog-group {} --nflog-size {} --nflog-threshold {}",
-        d.feed_group, d.feed_size, d.feed_threshold
+        "-j NFLOG --nflog-group {} --nflog-size {} --nflog-threshold {threshold}",
+        d.feed_group, d.feed_size
     )
 }
 

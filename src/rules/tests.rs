@@ -244,11 +244,13 @@ fn one_rule_per_address_and_port_range() {
             ])
             .collect::<Vec<_>>()
     );
-    // Outgoing: by source address and port, no option test.
+    // Outgoing: by source address and port, no option test; the repairing service's
+    // own segments are not batched (they prove the SACK offset and verify blocks).
+    let unbatched = NFLOG_TARGET.replace("--nflog-threshold 64", "--nflog-threshold 1");
     let mut out = vec![OUT_FIRST.trim_end().to_string()];
     for p in ["80", "443", "8000:8080"] {
         let m = format!("-A NFQWALL-MANGLE-OUT -s 192.0.2.10/32 -p tcp -m tcp --sport {p}");
-        out.push(format!("{m} {NFLOG} legacy-http {NFLOG_TARGET}"));
+        out.push(format!("{m} {NFLOG} legacy-http {unbatched}"));
         out.push(format!("{m} {ret}"));
     }
     assert_eq!(v4(&c).rules(OwnChain::MangleOut), out);

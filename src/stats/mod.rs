@@ -228,6 +228,13 @@ pub struct Snapshot {
     /// Packets whose displaced SACK blocks were rewritten (`sack_repair`).
     #[serde(default)]
     pub sack_repaired: u64,
+    /// SACK blocks rewritten into the server's space.
+    #[serde(default)]
+    pub sack_blocks_rewritten: u64,
+    /// Displaced SACK blocks of repairing services passed on unchanged (offset not
+    /// proven, or blocks not verified against data the feed showed sent).
+    #[serde(default)]
+    pub sack_blocks_unchanged: u64,
     /// Token buckets held now by `rate` rules.
     #[serde(default)]
     pub rate_buckets: u64,
@@ -336,7 +343,7 @@ pub fn render_table(s: &Snapshot) -> String {
         s.config.as_deref().unwrap_or("(built-in default)")
     );
     let _ = writeln!(o);
-    let rows: [(&str, u64); 20] = [
+    let rows: [(&str, u64); 22] = [
         ("packets", s.packets),
         ("accepted", s.accepted),
         ("dropped", s.dropped),
@@ -356,6 +363,8 @@ pub fn render_table(s: &Snapshot) -> String {
         ("peers", s.peers),
         ("rate_buckets", s.rate_buckets),
         ("sack_repaired", s.sack_repaired),
+        ("sack_blocks_rewritten", s.sack_blocks_rewritten),
+        ("sack_blocks_unchanged", s.sack_blocks_unchanged),
         ("rss_bytes", s.rss_bytes),
     ];
     for (k, v) in rows {
