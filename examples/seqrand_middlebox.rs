@@ -23,6 +23,10 @@
 //!   blocks are moved back into the server's sequence space too),
 //! - recomputes the TCP checksum.
 //!
+//! `--burst-len N` makes each drop take N consecutive data segments (bursty loss);
+//! `--reorder-per-mille N` holds about N/1000 of them back until the next packet has
+//! passed (or 2 ms): reordering. (The lab kernel has no `tc netem`.)
+//!
 //! `--no-randomize` uses offset 0 and touches nothing (control). `--offset N` fixes the
 //! offset; `--half above|below` draws it at random from one half of the sequence space:
 //! `above` puts the displaced SACK edges above the highest sequence the server has sent
@@ -83,6 +87,13 @@ struct Args {
     /// Drop about this many per mille of server-to-client data segments.
     #[arg(long, default_value_t = 0)]
     drop_per_mille: u32,
+    /// Each drop takes this many consecutive data segments (bursty loss).
+    #[arg(long, default_value_t = 1)]
+    burst_len: u32,
+    /// Hold about this many per mille of server-to-client data segments back and
+    /// release each after the next packet (or 2 ms): reordering.
+    #[arg(long, default_value_t = 0)]
+    reorder_per_mille: u32,
     /// Seed of the PRNG behind random offsets and drops.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -97,6 +108,9 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     stats_interval_ms: u64,
 }
+
+/// Longest a held-back segment waits for a packet to overtake it.
+const HOLD_MAX: Duration = Duration::from_millis(2);
 
 /// Offsets closer than this to 0 or 2^31 are never drawn (see module docs).
 const MARGIN: u32 = 1 << 26;
@@ -154,6 +168,7 @@ struct Stats {
     sack_packets: u64,
     sack_rewritten: u64,
     malformed: u64,
+    reordered: u64,
 }
 
 /// The parts of an IPv4/IPv6 + TCP packet that the middlebox reads and writes.
@@ -396,6 +411,10 @@ struct Middlebox {
     stats: Stats,
     injector: Injector,
     injected: bool,
+    /// Data segments still to drop in the current burst.
+    burst_left: u32,
+    /// Whether the packet just handled is to be held back (reordered).
+    hold: bool,
 }
 
 enum Verdict {
@@ -436,6 +455,7 @@ impl Middlebox {
 
     fn handle(&mut self, p: &mut [u8]) -> Verdict {
         self.stats.packets += 1;
+        self.hold = false;
         let Some(t) = parse(p) else {
             self.stats.malformed += 1;
             return Verdict::Accept;
@@ -549,13 +569,22 @@ impl Middlebox {
                 Err(e) => eprintln!("inject-rst failed: {e}"),
             }
         }
+        if payload > 0 && self.burst_left > 0 {
+            self.burst_left -= 1;
+            self.stats.dropped += 1;
+            return Verdict::Drop;
+        }
         if payload > 0
             && self.args.drop_per_mille > 0
             && (self.rng.next() % 1000) < u64::from(self.args.drop_per_mille)
         {
+            self.burst_left = self.args.burst_len.saturating_sub(1);
             self.stats.dropped += 1;
             return Verdict::Drop;
         }
+        self.hold = payload > 0
+            && self.args.reorder_per_mille > 0
+            && (self.rng.next() % 1000) < u64::from(self.args.reorder_per_mille);
         if offset == 0 {
             return Verdict::Accept;
         }
@@ -637,12 +666,37 @@ fn main() -> io::Result<()> {
         stats: Stats::default(),
         injector: Injector::default(),
         injected: false,
+        burst_left: 0,
+        hold: false,
     };
+    // A data segment held back for reordering: its verdict goes out after the next
+    // packet's, or after HOLD_MAX when no packet follows.
+    let mut held: Option<(nfq::Message, Instant)> = None;
     let mut last = (Instant::now(), Stats::default());
     loop {
-        let mut msg = queue
-            .recv()
-            .map_err(|e| io::Error::new(e.kind(), format!("nfqueue recv: {e}")))?;
+        let got = if held.is_some() {
+            queue.set_nonblocking(true);
+            let r = queue.recv();
+            queue.set_nonblocking(false);
+            r
+        } else {
+            queue.recv()
+        };
+        let mut msg = match got {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if held.as_ref().is_some_and(|(_, t)| t.elapsed() >= HOLD_MAX) {
+                    let (m, _) = held.take().expect("held");
+                    queue
+                        .verdict(m)
+                        .map_err(|e| io::Error::new(e.kind(), format!("nfqueue verdict: {e}")))?;
+                } else {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                continue;
+            }
+            Err(e) => return Err(io::Error::new(e.kind(), format!("nfqueue recv: {e}"))),
+        };
         // `get_payload_mut` marks the payload dirty (sent back with the verdict), so
         // work on a copy and hand it back only when it changed.
         let mut buf = msg.get_payload().to_vec();
@@ -654,14 +708,25 @@ fn main() -> io::Result<()> {
             }
             Verdict::Drop => msg.set_verdict(nfq::Verdict::Drop),
         }
-        queue
-            .verdict(msg)
-            .map_err(|e| io::Error::new(e.kind(), format!("nfqueue verdict: {e}")))?;
+        let earlier = held.take();
+        if mb.hold && earlier.is_none() {
+            mb.stats.reordered += 1;
+            held = Some((msg, Instant::now()));
+        } else {
+            queue
+                .verdict(msg)
+                .map_err(|e| io::Error::new(e.kind(), format!("nfqueue verdict: {e}")))?;
+        }
+        if let Some((m, _)) = earlier {
+            queue
+                .verdict(m)
+                .map_err(|e| io::Error::new(e.kind(), format!("nfqueue verdict: {e}")))?;
+        }
         if last.0.elapsed() >= interval && mb.stats != last.1 {
             let s = mb.stats;
             eprintln!(
                 "stats packets={} to_server={} to_client={} unknown={} dropped={} \
-                 sack_packets={} sack_rewritten={} malformed={} conns={}",
+                 sack_packets={} sack_rewritten={} malformed={} reordered={} conns={}",
                 s.packets,
                 s.to_server,
                 s.to_client,
@@ -670,6 +735,7 @@ fn main() -> io::Result<()> {
                 s.sack_packets,
                 s.sack_rewritten,
                 s.malformed,
+                s.reordered,
                 mb.conns.len()
             );
             last = (Instant::now(), s);

@@ -33,8 +33,8 @@ mod lab;
 mod support;
 
 use lab::{
-    middlebox_bin, queue_doubts_rules, Download, Lab, LabSpec, ServerCounters, ServerProc,
-    ServerSide, FILE_BYTES,
+    middlebox_bin, nfqwall_config, nfqwall_side, queue_doubts_rules, Download, Lab, LabSpec,
+    ServerCounters, ServerProc, ServerSide, FILE_BYTES, SERVER_QUEUE,
 };
 use support::require_root;
 
@@ -42,8 +42,6 @@ use support::require_root;
 const STALL_SECS: u32 = 20;
 /// The time limit of a download that is expected to complete.
 const COMPLETE_SECS: u32 = 60;
-/// The server namespace's queue for a userspace judge (nfqwall or the baseline).
-const SERVER_QUEUE: u16 = 3;
 /// Loss the middlebox adds to the server's data segments.
 const DROP: &str = "--drop-per-mille 2";
 
@@ -299,22 +297,8 @@ fn middlebox_lab_baselines() {
     // rules (`nfqwall run` without --no-rules): INVALID and NEW packets of the web
     // service, and with sack_repair also its SACK-bearing segments, go to nfqwall
     // before the INVALID DROP rule.
-    let with_nfqwall = |mode: &str, sack_repair: bool| ServerSide {
-        liberal: false,
-        rules: ServerSide::hardened(false).rules,
-        files: vec![(
-            "nfqwall.toml".into(),
-            nfqwall_config(mode, sack_repair, false),
-        )],
-        procs: vec![ServerProc {
-            name: "nfqwall".into(),
-            cmd: format!(
-                "{} run --config {{dir}}/nfqwall.toml --socket {{dir}}/stats.sock",
-                env!("CARGO_BIN_EXE_nfqwall")
-            ),
-            ready: Some("grep -q '\"event\":\"start\"' {dir}/nfqwall.log".into()),
-        }],
-    };
+    let with_nfqwall =
+        |mode: &str, sack_repair: bool| nfqwall_side(nfqwall_config(mode, sack_repair, false));
     run(
         NFQ_ABOVE,
         "l1wa",
@@ -357,13 +341,7 @@ fn middlebox_lab_baselines() {
     );
     // Handback (no repair): once the flow is proven, conntrack's per-connection liberal
     // flag keeps the rest of it in the kernel.
-    let with_handback = || ServerSide {
-        files: vec![(
-            "nfqwall.toml".into(),
-            nfqwall_config("enforce", false, true),
-        )],
-        ..with_nfqwall("enforce", false)
-    };
+    let with_handback = || nfqwall_side(nfqwall_config("enforce", false, true));
     run(
         NFQ_HANDBACK_ABOVE,
         "l1ha",
@@ -665,25 +643,12 @@ fn handback_assertions(rows: &[Row]) {
     }
 }
 
-/// nfqwall's config for the lab: the web service in `mode`, with or without repair
-/// or handback.
-fn nfqwall_config(mode: &str, sack_repair: bool, handback: bool) -> String {
-    format!(
-        "[daemon]\nmode = \"{mode}\"\nqueues = \"{SERVER_QUEUE}\"\nlog = \"stdout\"\n\
-         log_rate_per_reason = 100000\n\n\
-         [[service]]\nname = \"web\"\nprotocol = \"tcp\"\nports = [{port}]\n\
-         sack_repair = {sack_repair}\nhandback = {handback}\n",
-        port = lab::HTTP_PORT
-    )
-}
-
-/// nfqwall's events: the JSON lines of its log (stdout and stderr).
+/// nfqwall's events in a scenario's logs.
 fn nfqwall_events(r: &Row) -> Vec<serde_json::Value> {
     r.proc_logs
         .iter()
         .filter(|(name, _)| name == "nfqwall")
-        .flat_map(|(_, log)| log.lines())
-        .filter_map(|l| serde_json::from_str(l).ok())
+        .flat_map(|(_, log)| lab::nfqwall_events(log))
         .collect()
 }
 

@@ -178,17 +178,27 @@ fn roundtrip(backend: &str) {
         &ns,
         &[&["rules", "remove", "--config", &dns][..], &b].concat(),
     );
-    assert_eq!(
-        save_both(&ns, backend),
-        before,
-        "{backend}: remove left a trace"
-    );
+    // iptables-legacy cannot delete a table: once the install used `mangle`, the
+    // namespace keeps it (its built-in chains empty, policies ACCEPT; documented in
+    // rules/README.md). Such a table changes no packet's fate; with nft it is deleted.
+    let now = || {
+        let after = save_both(&ns, backend);
+        if backend == "legacy" {
+            (
+                without_empty_tables(&after.0),
+                without_empty_tables(&after.1),
+            )
+        } else {
+            after
+        }
+    };
+    assert_eq!(now(), before, "{backend}: remove left a trace");
     let err = nfqwall_ok(&ns, &[&["rules", "remove"][..], &b].concat());
     assert!(
         err.contains("IPv4 unchanged") && err.contains("IPv6 unchanged"),
         "{err}"
     );
-    assert_eq!(save_both(&ns, backend), before);
+    assert_eq!(now(), before);
 }
 
 #[test]

@@ -37,7 +37,7 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo deb
-cargo test --release --all-targets
+cargo test --release --all-targets --no-fail-fast
 # The forced-panic check needs the test hook (src/daemon/test_hook.rs), compiled in a
 # separate target directory so no binary built here carries it.
 cargo test --release --features test-hooks --target-dir target/test-hooks --test host_failopen

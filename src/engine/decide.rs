@@ -483,8 +483,11 @@ impl Engine {
             .service
             .and_then(|s| policy.get_service(s))
             .is_some_and(|s| s.sack_repair());
-        if let (true, Some(Reason::SackDisplaced { .. }), Transport::Tcp(seg)) =
-            (repairs, tracked.reason, &pkt.transport)
+        if let (
+            true,
+            Some(Reason::SackDisplaced { .. } | Reason::SackOutsideWindow),
+            Transport::Tcp(seg),
+        ) = (repairs, tracked.reason, &pkt.transport)
         {
             if tracked.repair.is_none() || d.mode != Mode::Enforce {
                 let blocks = seg.options.as_ref().map_or(0, |o| o.sack.as_slice().len());
@@ -667,9 +670,15 @@ impl Engine {
                         false,
                         secs(now_ns),
                     );
-                    if let Some(Reason::SackDisplaced { .. }) = verdict.reason {
-                        let (reason, exact) =
-                            self.learn_offset(&key, side, seg, options, &mut flow.tcp, now_ns);
+                    self.note_plain_ack(&key, side, seg, options, &flow.tcp);
+                    if self.sack_in_question(&key, verdict.reason, options) {
+                        let (reason, exact, _) = self.learn_offset(
+                            &key,
+                            side,
+                            (seg, options, verdict.reason),
+                            &mut flow.tcp,
+                            now_ns,
+                        );
                         verdict.reason = reason;
                         repair = exact;
                     }
@@ -795,7 +804,7 @@ impl Engine {
                     let mut repair = None;
                     let mut evidence = false;
                     let mut middlebox = false;
-                    if let Some(Reason::SackDisplaced { .. }) = v.reason {
+                    if self.sack_in_question(&key, v.reason, options) {
                         self.repairs.note_data(
                             &key,
                             side,
@@ -803,13 +812,18 @@ impl Engine {
                             false,
                             secs(now_ns),
                         );
-                        let (reason, exact) =
-                            self.learn_offset(&key, side, seg, options, &mut trial, now_ns);
+                        let (reason, exact, agrees) = self.learn_offset(
+                            &key,
+                            side,
+                            (seg, options, v.reason),
+                            &mut trial,
+                            now_ns,
+                        );
                         v.reason = reason;
                         repair = exact;
                         let hits = trial.sack_offset().map_or(0, |o| o.hits);
                         evidence = matches!(v.reason, Some(Reason::SackDisplaced { .. }))
-                            && (exact.is_some()
+                            && (agrees
                                 || hits >= SACK_PROOF_HITS
                                 || self.peers.middlebox_proven(initiator));
                         // The middlebox itself is proven only so (agreeing
@@ -924,9 +938,15 @@ impl Engine {
                         fed,
                         secs(now_ns),
                     );
-                    if let Some(Reason::SackDisplaced { .. }) = v.reason {
-                        let (reason, exact) =
-                            self.learn_offset(&key, side, seg, options, &mut flow.tcp, now_ns);
+                    self.note_plain_ack(&key, side, seg, options, &flow.tcp);
+                    if self.sack_in_question(&key, v.reason, options) {
+                        let (reason, exact, _) = self.learn_offset(
+                            &key,
+                            side,
+                            (seg, options, v.reason),
+                            &mut flow.tcp,
+                            now_ns,
+                        );
                         v.reason = reason;
                         repair = exact;
                     }
@@ -948,20 +968,55 @@ impl Engine {
         }
     }
 
-    /// Feeds a displaced SACK to the offset learner ([`RepairTable`]) and returns the
-    /// reason to report (pinned to the exact offset once known) and the offset to
-    /// repair with, when it is exact and this packet's blocks were verified.
-    fn learn_offset(
+    /// Tells the offset learner of an ACK that carries no SACK block: the end of a
+    /// loss episode bounds the offset from below (see `sack_repair`).
+    fn note_plain_ack(
         &self,
         key: &FlowKey,
         side: usize,
         seg: &wire::TcpSegment<'_>,
         options: &TcpOptions,
+        tcp: &TcpTracker,
+    ) {
+        use crate::engine::analysis::tcp_flags::{ACK, RST, SYN};
+        if seg.flags & (ACK | SYN | RST) != ACK || !options.sack.as_slice().is_empty() {
+            return;
+        }
+        if let Some(o) = tcp.sack_offset() {
+            self.repairs.note_ack(key, side, seg.ack, (o.low, o.high));
+        }
+    }
+
+    /// Returns true if and only if the packet's SACK blocks go to the offset learner:
+    /// the tracker found them displaced, or the flow's offset is proven and the
+    /// tracker's doubt is one a displaced block explains (once the middlebox is
+    /// proven, every block the client sends is in its space, including the ones that
+    /// look like D-SACKs or lie past an edge the feed has not caught up with).
+    fn sack_in_question(&self, key: &FlowKey, reason: Option<Reason>, o: &TcpOptions) -> bool {
+        match reason {
+            Some(Reason::SackDisplaced { .. }) => true,
+            None | Some(Reason::SackOutsideWindow | Reason::AckOfUnseenData { .. }) => {
+                !o.sack.as_slice().is_empty() && self.repairs.exact(key).is_some()
+            }
+            _ => false,
+        }
+    }
+
+    /// Feeds a displaced SACK to the offset learner ([`RepairTable`]) and returns the
+    /// reason to report (pinned to the exact offset once known; the tracker's own
+    /// when the proven offset does not explain the blocks), the offset to repair
+    /// with, when it is exact and this packet's blocks were verified, and whether the
+    /// blocks agree with a proven offset (evidence, repaired or not).
+    fn learn_offset(
+        &self,
+        key: &FlowKey,
+        side: usize,
+        (seg, options, tracked): (&wire::TcpSegment<'_>, &TcpOptions, Option<Reason>),
         tcp: &mut TcpTracker,
         now_ns: u64,
-    ) -> (Option<Reason>, Option<u32>) {
+    ) -> (Option<Reason>, Option<u32>, bool) {
         let Some(o) = tcp.sack_offset() else {
-            return (Some(Reason::SackOutsideWindow), None);
+            return (Some(Reason::SackOutsideWindow), None, false);
         };
         let learned = self.repairs.learn(
             key,
@@ -972,22 +1027,37 @@ impl Engine {
             tcp.window_room(side),
             secs(now_ns),
         );
-        let mut reason = Some(Reason::SackDisplaced {
-            offset_low: o.low,
-            offset_high: o.high,
-        });
-        if let Learned::Exact(off) | Learned::Unverified(off) = learned {
-            tcp.pin_sack_offset(off);
-            reason = Some(Reason::SackDisplaced {
+        let pinned = |off| {
+            Some(Reason::SackDisplaced {
                 offset_low: off,
                 offset_high: off,
-            });
-        }
-        let exact = match learned {
-            Learned::Exact(off) => Some(off),
-            _ => None,
+            })
         };
-        (reason, exact)
+        match learned {
+            Learned::Unknown => (
+                Some(Reason::SackDisplaced {
+                    offset_low: o.low,
+                    offset_high: o.high,
+                }),
+                None,
+                false,
+            ),
+            Learned::Exact(off) => {
+                tcp.pin_sack_offset(off);
+                (pinned(off), Some(off), true)
+            }
+            Learned::Plausible(off) => {
+                tcp.pin_sack_offset(off);
+                (pinned(off), None, true)
+            }
+            Learned::Unverified(off) => {
+                tcp.pin_sack_offset(off);
+                match tracked {
+                    Some(Reason::SackDisplaced { .. }) => (pinned(off), None, false),
+                    other => (other, None, false),
+                }
+            }
+        }
     }
 
     fn track_udp(

@@ -21,8 +21,10 @@
 //! nothing there. Each loss episode then votes instead: its hole starts at the
 //! cumulative ACK, on a segment the feed showed, and if the hole is that one segment
 //! the offset is the block's left edge minus the segment's end. Two agreeing votes
-//! that outnumber any other twice make the offset exact; blocks are repaired only when
-//! both edges land on fed boundaries.
+//! that outnumber any other twice make the offset exact; so does one episode whose
+//! hole vote (an upper bound) meets its fill vote (a lower bound: the first block's
+//! right edge less the first ACK without SACK past the hole). Blocks are repaired only
+//! when both edges land on fed boundaries.
 
 use crate::engine::flow::FlowKey;
 use crate::engine::seq::SeqNumber;
@@ -47,6 +49,9 @@ const CONFIRMATIONS: u8 = 2;
 struct Boundaries {
     segments: VecDeque<(SeqNumber, SeqNumber)>,
     unit: Option<u32>,
+    /// The first wire segment of the latest retransmission: the segment a loss
+    /// episode's hole starts with, even when it was first sent before the ring began.
+    resent: Option<(SeqNumber, SeqNumber)>,
 }
 
 impl Boundaries {
@@ -58,6 +63,8 @@ impl Boundaries {
         }
         if let Some(&(_, last_end)) = self.segments.back() {
             if start < last_end {
+                let first = end.distance_from(start).min(self.unit.unwrap_or(u32::MAX));
+                self.resent = Some((start, start + first));
                 return;
             }
         }
@@ -87,7 +94,10 @@ impl Boundaries {
 
     /// The wire segment starting exactly at `seq`, as `[seq, end)`.
     fn wire_segment_at(&self, seq: SeqNumber) -> Option<(SeqNumber, SeqNumber)> {
-        let (start, end) = self.holding(seq, false)?;
+        let resent = self.resent.filter(|&(s, _)| s == seq);
+        let Some((start, end)) = self.holding(seq, false) else {
+            return resent;
+        };
         let into = seq.distance_from(start);
         match self.unit {
             None if into == 0 => Some((start, end)),
@@ -95,7 +105,7 @@ impl Boundaries {
                 let rest = end.distance_from(seq);
                 Some((seq, seq + rest.min(u)))
             }
-            _ => None,
+            _ => resent,
         }
     }
 
@@ -143,15 +153,19 @@ struct Learner {
     growths: Tally,
     /// Episode gaps (`left - ack`): offset plus hole.
     gaps: Tally,
-    /// Hole votes (fed boundaries): the offset if this episode's hole is the one
-    /// segment that starts at the cumulative ACK.
-    holes: Tally,
     /// Whether the boundaries come from the shadow feed, which delivers a batch late.
     lagging: bool,
     /// Episodes whose hole segment the feed had not shown yet when they were counted:
     /// with the offset range then, voted once it arrives.
     pending: [Option<(Episode, u32, u32)>; PENDING],
-    /// Whether `exact` came from segment boundaries (then episodes do not revoke it).
+    /// The current episode's hole vote, once known: an upper bound on the offset.
+    episode_hole: Option<u32>,
+    /// The current episode's fill vote: the first block's right edge less the first
+    /// cumulative ACK past the hole that carried no SACK (the client then held
+    /// everything below it), a lower bound on the offset.
+    episode_fill: Option<u32>,
+    /// Whether `exact` came from segment boundaries or from an episode whose bounds
+    /// met (then episodes do not revoke it).
     by_boundaries: bool,
     exact: Option<u32>,
     last_s: u32,
@@ -175,6 +189,25 @@ impl Learner {
             return;
         };
         if self.episode_ack != Some(ack) {
+            let refilled = self.episode_counted
+                && self.episode_left == Some(first.left)
+                && self.episode_ack.is_some_and(|old| ack > old);
+            if refilled {
+                // Part of the hole was retransmitted: the ACK moved, the block did not.
+                // The block is still above the ACK, so the rest of the hole is one
+                // more episode, counted at once; its last part is one segment, where
+                // the hole vote is the offset.
+                self.episode_ack = Some(ack);
+                self.last_right = match self.last_right {
+                    Some(r) if r > first.right => Some(r),
+                    _ => Some(first.right),
+                };
+                self.episode_hole = None;
+                self.episode_fill = None;
+                let episode = (ack, first.left, self.last_right.unwrap_or(first.right));
+                self.vote_or_wait(episode, low, high);
+                return;
+            }
             // A new cumulative ACK: perhaps a new episode, perhaps a lone D-SACK (a
             // duplicate below the ACK, RFC 2883). Only a second ACK waiting at the
             // same hole, with the block's left edge unchanged and its right edge grown,
@@ -183,6 +216,8 @@ impl Learner {
             self.episode_left = Some(first.left);
             self.episode_counted = false;
             self.last_right = Some(first.right);
+            self.episode_hole = None;
+            self.episode_fill = None;
             return;
         }
         let Some(prev) = self.last_right else {
@@ -201,19 +236,15 @@ impl Learner {
             // server's segments in the ring say where that segment ends, so the hole
             // needs no guess at the segment size (under GRO or delayed ACKs the block
             // grows by several segments at a time, and a growth is no segment).
-            let episode = (ack, first.left, first.right);
-            if !self.vote_hole(episode, low, high) {
-                if let Some(slot) = self.pending.iter_mut().find(|p| p.is_none()) {
-                    *slot = Some((episode, low, high));
-                }
-            }
+            self.vote_or_wait((ack, first.left, first.right), low, high);
         }
         if self.by_boundaries {
             return;
         }
         if self.lagging || !self.boundaries.segments.is_empty() {
-            // The data sender's segments are in view: only a hole vote proves.
-            self.exact = self.hole_offset();
+            // The data sender's segments are in view: only bounds that meet prove
+            // (votes would be a guess: with loss in bursts most holes are several
+            // segments, and agreeing votes were one segment high in the lab).
             return;
         }
         self.exact = match (self.gaps.dominant(), self.growths.dominant()) {
@@ -223,6 +254,14 @@ impl Learner {
             }
             _ => None,
         };
+    }
+
+    fn vote_or_wait(&mut self, episode: Episode, low: u32, high: u32) {
+        if !self.vote_hole(episode, low, high) {
+            if let Some(slot) = self.pending.iter_mut().find(|p| p.is_none()) {
+                *slot = Some((episode, low, high));
+            }
+        }
     }
 
     /// Votes for the offset that makes the hole at `ack` the one segment starting
@@ -236,7 +275,9 @@ impl Learner {
             return false;
         }
         let Some((_, end)) = self.boundaries.wire_segment_at(ack) else {
-            return true;
+            // Sent before the ring began, perhaps: its retransmission, while the
+            // episode lasts, will show it.
+            return self.episode_ack != Some(ack);
         };
         let off = left.distance_from(end);
         if off.wrapping_sub(low) > high.wrapping_sub(low) {
@@ -248,10 +289,42 @@ impl Learner {
         if r > top {
             return false;
         }
-        if self.boundaries.has_end(r) {
-            self.holes.add(off);
+        if self.boundaries.has_end(r) && self.episode_ack == Some(ack) {
+            self.episode_hole = Some(off);
+            self.bounds_meet();
         }
         true
+    }
+
+    /// The ACK `ack`, without SACK, from the side that sent the displaced blocks: the
+    /// hole of the current episode is filled if it lies past it.
+    ///
+    /// With no SACK block the client holds everything below `ack`, so the first
+    /// block's right edge, moved back by the offset, is at most `ack`:
+    /// `offset >= right - ack`. The hole vote is at least the offset (the hole is the
+    /// segment at the old ACK or more). When the two bounds meet, the offset is
+    /// proven by this one episode, whatever the size of the hole or of the segments.
+    fn note_fill(&mut self, ack: SeqNumber, low: u32, high: u32) {
+        let (Some(old), Some(right)) = (self.episode_ack, self.last_right) else {
+            return;
+        };
+        if !self.episode_counted || self.episode_fill.is_some() || ack <= old {
+            return;
+        }
+        let fill = right.distance_from(ack);
+        if fill.wrapping_sub(low) <= high.wrapping_sub(low) {
+            self.episode_fill = Some(fill);
+            self.bounds_meet();
+        }
+    }
+
+    fn bounds_meet(&mut self) {
+        if let (Some(hole), Some(fill)) = (self.episode_hole, self.episode_fill) {
+            if hole == fill && !self.by_boundaries {
+                self.exact = Some(hole);
+                self.by_boundaries = true;
+            }
+        }
     }
 
     /// Votes the pending episodes whose hole segment has arrived.
@@ -263,14 +336,6 @@ impl Learner {
                 }
             }
         }
-        if !self.by_boundaries {
-            self.exact = self.hole_offset().or(self.exact);
-        }
-    }
-
-    /// The offset the hole votes agree on.
-    fn hole_offset(&self) -> Option<u32> {
-        self.holes.dominant_of(HOLE_VOTES)
     }
 
     /// The boundary method: one candidate, agreed by two packets in a row.
@@ -303,12 +368,6 @@ const PENDING: usize = 4;
 /// Times the most common value must have been seen before it is trusted.
 const MODE_MIN: u16 = 3;
 
-/// Episodes whose holes must agree on the offset when the data sender's segments are
-/// seen. A hole of several segments votes a whole number of segments too high; with
-/// rare, independent loss two such votes agreeing (and outnumbering the true one
-/// twice) is far less likely than two single-segment holes.
-const HOLE_VOTES: u16 = 2;
-
 /// Counts of a few distinct values, to find the most common one. Fixed size: when
 /// full, a new value replaces the rarest.
 #[derive(Debug, Default, Clone, Copy)]
@@ -333,12 +392,7 @@ impl Tally {
     /// The most common value, if seen [`MODE_MIN`] times and at least twice as often
     /// as any other.
     fn dominant(&self) -> Option<u32> {
-        self.dominant_of(MODE_MIN)
-    }
-
-    /// The most common value, if seen `min` times and at least twice as often as any
-    /// other.
-    fn dominant_of(&self, min: u16) -> Option<u32> {
+        let min = MODE_MIN;
         let mut sorted = self.values;
         sorted.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
         let (top, runner_up) = (sorted[0], sorted[1]);
@@ -373,8 +427,13 @@ pub enum Learned {
     /// The offset is exact, and this packet's blocks land on seen boundaries with it:
     /// safe to repair.
     Exact(u32),
-    /// The offset is exact, but this packet's blocks cannot be checked against seen
-    /// boundaries (older than the ring): report it, do not repair.
+    /// The offset is exact and this packet's blocks, moved back by it, lie within the
+    /// window, but not (yet) on boundaries the feed showed: the displacement agrees
+    /// with the flow's, but the blocks are not repaired.
+    Plausible(u32),
+    /// The offset is exact, but this packet's blocks moved back by it are not where
+    /// the data sender's data could be (outside the window, or older than the ring):
+    /// report it, do not repair.
     Unverified(u32),
 }
 
@@ -429,6 +488,17 @@ impl RepairTable {
         }
     }
 
+    /// Records an ACK without SACK blocks from `side`, the side that sends the
+    /// displaced blocks of a flow being learned (no-op otherwise), given the tracker's
+    /// offset range.
+    pub fn note_ack(&self, key: &FlowKey, side: usize, ack: SeqNumber, (low, high): (u32, u32)) {
+        if let Some(mut l) = self.map.get_mut(key) {
+            if usize::from(l.data_side) != side {
+                l.note_fill(ack, low, high);
+            }
+        }
+    }
+
     /// The exact offset of a flow, if learned.
     pub fn exact(&self, key: &FlowKey) -> Option<u32> {
         self.map.get(key).and_then(|l| l.exact)
@@ -465,7 +535,8 @@ impl RepairTable {
                     last_right: None,
                     growths: Tally::default(),
                     gaps: Tally::default(),
-                    holes: Tally::default(),
+                    episode_hole: None,
+                    episode_fill: None,
                     lagging: false,
                     pending: [None; PENDING],
                     by_boundaries: false,
@@ -493,13 +564,11 @@ impl RepairTable {
             None => Learned::Unknown,
             // With the data sender's segments fed, a block is repaired only when both
             // its edges land on data the feed showed sent, within the offered window.
-            Some(off) if l.lagging => {
-                if seen && plausible(ack, blocks, off, room) {
-                    Learned::Exact(off)
-                } else {
-                    Learned::Unverified(off)
-                }
-            }
+            Some(off) if l.lagging => match (seen, plausible(ack, blocks, off, room)) {
+                (true, true) => Learned::Exact(off),
+                (false, true) => Learned::Plausible(off),
+                _ => Learned::Unverified(off),
+            },
             Some(off) if seen || plausible(ack, blocks, off, room) => Learned::Exact(off),
             Some(off) => Learned::Unverified(off),
         }
@@ -845,42 +914,73 @@ mod tests {
         episode(t, key, off, hole, lost * 1448, per_ack * 1448, acks)
     }
 
+    /// One loss episode with a one-segment hole at `hole`, the blocks growing by
+    /// `per_ack` segments per ACK, then the ACK without SACK once it is filled: the
+    /// two bounds meet, and the offset is proven.
+    fn proven_episode(t: &RepairTable, key: &FlowKey, off: u32, hole: u32, per_ack: u32) {
+        fed_episode(t, key, off, (hole, 1), per_ack, 3);
+        let range = (off.wrapping_sub(1_000_000), off.wrapping_add(1_000_000));
+        t.note_ack(key, 0, SeqNumber(hole + (1 + 3 * per_ack) * 1448), range);
+    }
+
     #[test]
-    fn fed_segments_pin_the_offset_when_acks_cover_many_segments() {
+    fn acks_covering_many_segments_do_not_matter_to_the_proof() {
         let t = RepairTable::new(8);
         let key = key();
         let off = 819_725_076u32;
         let base = 1_000_000u32;
-        // The first SACK starts the learner; the feed then shows the data sent.
         fed_episode(&t, &key, off, (base, 1), 16, 1);
         feed(&t, &key, base, base + 400 * 1448);
-        // Growths of 16 segments (where the growth-based guess would be 15 segments
-        // low): the hole, the one segment that starts at the ACK, is what counts.
-        assert_eq!(
-            fed_episode(&t, &key, off, (base + 10 * 1448, 1), 16, 3),
-            Learned::Unknown
-        );
-        assert_eq!(
-            fed_episode(&t, &key, off, (base + 100 * 1448, 1), 16, 3),
-            Learned::Exact(off)
-        );
+        // Growths of 16 segments (where the growth-based guess was 15 segments low).
+        proven_episode(&t, &key, off, base + 10 * 1448, 16);
         assert_eq!(t.exact(&key), Some(off));
     }
 
     #[test]
-    fn episodes_judged_before_the_feed_shows_their_hole_vote_when_it_does() {
+    fn an_episode_judged_before_the_feed_shows_its_hole_is_proven_when_it_does() {
         let t = RepairTable::new(8);
         let key = key();
         let off = 819_725_076u32;
         let base = 1_000_000u32;
         fed_episode(&t, &key, off, (base, 1), 1, 1);
         feed(&t, &key, base, base + 10 * 1448);
-        // On a fast path the dupacks of an episode are judged before the feed's
-        // batch with the lost segment arrives: the votes wait for it.
-        fed_episode(&t, &key, off, (base + 20 * 1448, 1), 1, 3);
-        fed_episode(&t, &key, off, (base + 60 * 1448, 1), 1, 3);
+        // On a fast path the ACKs of an episode, even the one after the hole is
+        // filled, are judged before the feed's batch with the lost segment arrives.
+        proven_episode(&t, &key, off, base + 20 * 1448, 1);
         assert_eq!(t.exact(&key), None);
         feed(&t, &key, base + 10 * 1448, base + 100 * 1448);
+        assert_eq!(t.exact(&key), Some(off));
+    }
+
+    #[test]
+    fn a_hole_of_several_segments_is_proven_at_its_last_segment() {
+        let t = RepairTable::new(8);
+        let key = key();
+        let off = 3_000_000u32;
+        let base = 50_000u32;
+        let range = (off - 2_000_000, off + 2_000_000);
+        fed_episode(&t, &key, off, (base, 1), 1, 1);
+        feed(&t, &key, base, base + 400 * 1448);
+        // Three segments lost in a burst: the hole vote is two segments high.
+        let hole = base + 10 * 1448;
+        fed_episode(&t, &key, off, (hole, 3), 1, 3);
+        assert_eq!(t.exact(&key), None);
+        // The retransmissions fill the hole one segment at a time: the ACK moves,
+        // the block stays. At the last segment the vote is the offset.
+        let blk = [block(hole + 3 * 1448 + off, hole + 6 * 1448 + off)];
+        for filled in 1..=2u32 {
+            t.learn(
+                &key,
+                1,
+                SeqNumber(hole + filled * 1448),
+                &blk,
+                range,
+                1 << 20,
+                0,
+            );
+        }
+        assert_eq!(t.exact(&key), None);
+        t.note_ack(&key, 0, SeqNumber(hole + 6 * 1448), range);
         assert_eq!(t.exact(&key), Some(off));
     }
 
@@ -901,11 +1001,8 @@ mod tests {
         fed_episode(&t, &key, off, (base, 1), 1, 1);
         // The server's stack hands its hooks 36 segments at a time.
         feed_gso(&t, &key, (base, base + 720 * 1448), 36, 1448);
-        fed_episode(&t, &key, off, (base + 40 * 1448, 1), 2, 3);
-        assert_eq!(
-            fed_episode(&t, &key, off, (base + 300 * 1448, 1), 2, 3),
-            Learned::Exact(off)
-        );
+        proven_episode(&t, &key, off, base + 40 * 1448, 2);
+        assert_eq!(t.exact(&key), Some(off));
         // A block inside a GSO packet, on its grid, is verified; one off the grid is not.
         let range = (off - 50_000, off + 50_000);
         let ack = SeqNumber(base + 500 * 1448);
@@ -914,9 +1011,19 @@ mod tests {
             t.learn(&key, 1, ack, &on, range, 1 << 20, 0),
             Learned::Exact(off)
         );
+        // Within the window, so the displacement agrees; but not repaired.
         let ragged = [block(base + 503 * 1448 + off + 7, base + 505 * 1448 + off)];
         assert_eq!(
             t.learn(&key, 1, ack, &ragged, range, 1 << 20, 0),
+            Learned::Plausible(off)
+        );
+        // Far outside the window: not even that.
+        let far = [block(
+            (base + off).wrapping_add(900_000_000),
+            (base + off).wrapping_add(900_001_448),
+        )];
+        assert_eq!(
+            t.learn(&key, 1, ack, &far, range, 1 << 20, 0),
             Learned::Unverified(off)
         );
     }
@@ -937,24 +1044,57 @@ mod tests {
     }
 
     #[test]
-    fn fed_double_losses_do_not_outvote_single_ones() {
+    fn one_episode_proves_the_offset_when_its_bounds_meet() {
         let t = RepairTable::new(8);
         let key = key();
-        let off = 3_000_000u32;
-        let base = 50_000u32;
-        fed_episode(&t, &key, off, (base, 1), 1, 1);
-        feed(&t, &key, base, base + 400 * 1448);
-        // A double loss votes one segment high; two single losses then agree, but
-        // only outnumbering it twice makes the offset exact.
-        fed_episode(&t, &key, off, (base + 10 * 1448, 2), 1, 3);
-        assert_eq!(
-            fed_episode(&t, &key, off, (base + 50 * 1448, 1), 1, 3),
-            Learned::Unknown
-        );
-        assert_eq!(
-            fed_episode(&t, &key, off, (base + 90 * 1448, 1), 1, 3),
-            Learned::Exact(off)
-        );
+        let off = 819_725_076u32;
+        let base = 2_981_031_694u32;
+        let range = (off - 5_000_000, off + 5_000_000);
+        // Segment `base` is lost; the client SACKs the next ones as they arrive. The
+        // learner starts with the first SACK: the lost segment's first sending is
+        // older than its ring, but its fast retransmission is fed.
+        let left = base + 1448 + off;
+        for n in 1..=3u32 {
+            let blk = [block(left, left + n * 1448)];
+            t.learn(&key, 1, SeqNumber(base), &blk, range, 1 << 20, 0);
+        }
+        feed_gso(&t, &key, (base + 1448, base + 40 * 1448), 36, 1448);
+        t.note_data(&key, 1, (SeqNumber(base), 1448, Some(1448)), true, 0);
+        assert_eq!(t.exact(&key), None);
+        // The retransmission fills the hole: the next ACK, without SACK, is at the
+        // block's right edge. Both bounds are the offset.
+        t.note_ack(&key, 0, SeqNumber(base + 4 * 1448), range);
+        assert_eq!(t.exact(&key), Some(off));
+    }
+
+    #[test]
+    fn an_episode_whose_bounds_do_not_meet_proves_nothing() {
+        for (lost, arrived_after) in [(2u32, 0u32), (1, 2)] {
+            let t = RepairTable::new(8);
+            let key = key();
+            let off = 4_000_000u32;
+            let base = 700_000u32;
+            let range = (off - 500_000, off + 500_000);
+            feed_gso(&t, &key, (base - 1448, base), 1, 1448);
+            let left = base + lost * 1448 + off;
+            t.learn(
+                &key,
+                1,
+                SeqNumber(base),
+                &[block(left, left + 1448)],
+                range,
+                0,
+                0,
+            );
+            feed_gso(&t, &key, (base, base + 40 * 1448), 36, 1448);
+            let blk = [block(left, left + 2 * 1448)];
+            t.learn(&key, 1, SeqNumber(base), &blk, range, 0, 0);
+            // A double loss: the hole vote is a segment high. Segments that arrived
+            // with the retransmission: the fill vote is low. Either way, no proof.
+            let filled = base + (lost + 2 + arrived_after) * 1448;
+            t.note_ack(&key, 0, SeqNumber(filled), range);
+            assert_eq!(t.exact(&key), None, "lost {lost}, after {arrived_after}");
+        }
     }
 
     #[test]
@@ -965,11 +1105,11 @@ mod tests {
         let base = 10_000u32;
         fed_episode(&t, &key, off, (base, 1), 1, 1);
         feed(&t, &key, base, base + 200 * 1448);
-        fed_episode(&t, &key, off, (base + 10 * 1448, 1), 1, 3);
-        fed_episode(&t, &key, off, (base + 50 * 1448, 1), 1, 3);
+        proven_episode(&t, &key, off, base + 10 * 1448, 1);
         assert_eq!(t.exact(&key), Some(off));
         // The feed lags: the server sent segment 250, the feed has shown up to 199.
-        // The block cannot be checked against data seen sent, so it is not repaired.
+        // The block cannot be checked against data seen sent, so it is not repaired
+        // (though it lies in the window: its displacement agrees with the flow's).
         let ack = SeqNumber(base + 240 * 1448);
         let ahead = [block(base + 250 * 1448 + off, base + 251 * 1448 + off)];
         assert_eq!(
@@ -982,7 +1122,7 @@ mod tests {
                 1 << 20,
                 0
             ),
-            Learned::Unverified(off)
+            Learned::Plausible(off)
         );
         // Once the feed catches up, the same block is verified.
         feed(&t, &key, base + 200 * 1448, base + 300 * 1448);

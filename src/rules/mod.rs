@@ -342,10 +342,15 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
                 OwnChain::FeedIn.name()
             ),
         );
+        // The service's own segments are fed even when conntrack doubts them: they
+        // come from this host's TCP, and conntrack's view of the peer's window lags
+        // when the peer's ACKs were INVALID (a middlebox flow), so its "over the
+        // window" on the server's data says nothing about the data. Unfed, they would
+        // leave nfqwall blind to what the client then acknowledges.
         mangle_out.insert(
             0,
             format!(
-                "-A {} -m conntrack ! --ctstate ESTABLISHED -j RETURN",
+                "-A {} -m conntrack ! --ctstate INVALID,ESTABLISHED -j RETURN",
                 OwnChain::MangleOut.name()
             ),
         );

@@ -37,7 +37,8 @@ const NFLOG_TARGET: &str = "-j NFLOG --nflog-group 7300 --nflog-size 128 --nflog
 /// outgoing one.
 const TO_FEED: &str =
     "-A NFQWALL-MANGLE-IN -m conntrack --ctstate ESTABLISHED -j NFQWALL-FEED-IN\n";
-const OUT_FIRST: &str = "-A NFQWALL-MANGLE-OUT -m conntrack ! --ctstate ESTABLISHED -j RETURN\n";
+const OUT_FIRST: &str =
+    "-A NFQWALL-MANGLE-OUT -m conntrack ! --ctstate INVALID,ESTABLISHED -j RETURN\n";
 
 const FILTER_NOTE: &str = "\
 # The one rule that lets a packet skip a host rule: an INVALID packet nfqwall

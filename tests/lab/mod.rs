@@ -29,6 +29,8 @@ pub const FILE_BYTES: u64 = 20 * 1024 * 1024;
 pub const HTTP_PORT: u16 = 8080;
 /// The middlebox's queue number (queues are per namespace).
 pub const MB_QUEUE: u16 = 0;
+/// The server namespace's queue for a userspace judge (nfqwall or the baseline).
+pub const SERVER_QUEUE: u16 = 3;
 
 /// Client side: 192.0.2.0/24 and 2001:db8:1::/64; server side: 198.51.100.0/24 and
 /// 2001:db8:2::/64; the middlebox is .254 / ::254 on both.
@@ -103,6 +105,44 @@ impl ServerSide {
             ..ServerSide::default()
         }
     }
+}
+
+/// nfqwall's config for the lab: the web service in `mode`, with or without repair
+/// or handback.
+pub fn nfqwall_config(mode: &str, sack_repair: bool, handback: bool) -> String {
+    format!(
+        "[daemon]\nmode = \"{mode}\"\nqueues = \"{SERVER_QUEUE}\"\nlog = \"stdout\"\n\
+         log_rate_per_reason = 100000\n\n\
+         [[service]]\nname = \"web\"\nprotocol = \"tcp\"\nports = [{HTTP_PORT}]\n\
+         sack_repair = {sack_repair}\nhandback = {handback}\n"
+    )
+}
+
+/// nfqwall on the server with `config`, in front of the hardened ruleset, installing
+/// its own rules (`nfqwall run` without --no-rules): INVALID and NEW packets of the web
+/// service, and with sack_repair also its SACK-bearing segments, go to nfqwall before
+/// the INVALID DROP rule. Its stats socket is `{dir}/stats.sock`.
+pub fn nfqwall_side(config: String) -> ServerSide {
+    ServerSide {
+        liberal: false,
+        rules: ServerSide::hardened(false).rules,
+        files: vec![("nfqwall.toml".into(), config)],
+        procs: vec![ServerProc {
+            name: "nfqwall".into(),
+            cmd: format!(
+                "{} run --config {{dir}}/nfqwall.toml --socket {{dir}}/stats.sock",
+                env!("CARGO_BIN_EXE_nfqwall")
+            ),
+            ready: Some("grep -q '\"event\":\"start\"' {dir}/nfqwall.log".into()),
+        }],
+    }
+}
+
+/// nfqwall's events: the JSON lines of its log (stdout and stderr).
+pub fn nfqwall_events(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// One lab run's choices.
@@ -387,8 +427,14 @@ impl Lab {
 
     /// Downloads the file with curl from the client namespace, `max_secs` at most.
     pub fn download(&self, max_secs: u32) -> Download {
+        self.download_at(max_secs, None)
+    }
+
+    /// [`Lab::download`] at most at `rate` (curl's `--limit-rate`, e.g. `150k`).
+    pub fn download_at(&self, max_secs: u32, rate: Option<&str>) -> Download {
+        let limit = rate.map_or(String::new(), |r| format!("--limit-rate {r}"));
         let out = self.client.try_sh(&format!(
-            "curl -s -o /dev/null --max-time {max_secs} -w '%{{size_download}} %{{time_total}} %{{time_starttransfer}}' \
+            "curl -s -o /dev/null --max-time {max_secs} {limit} -w '%{{size_download}} %{{time_total}} %{{time_starttransfer}}' \
              http://{}:{HTTP_PORT}/big.bin",
             self.server_host()
         ));
