@@ -14,7 +14,10 @@ use super::verdict::{judge, map, Judged, KernelVerdict};
 use super::{DaemonError, Shared};
 use crate::engine::{Disposition, LinkType, PacketMeta};
 use crate::events::{wall_ns, Event, EventSink, PacketEvent};
-use crate::nfqueue::{Batch, Item, Messages, NfqSocket, Options, QueuedPacket, NF_ACCEPT, NF_DROP};
+use crate::nfqueue::{
+    complete_tcp_checksum, Batch, Item, Messages, NfqSocket, Options, QueuedPacket,
+    NFQA_SKB_CSUMNOTREADY, NF_ACCEPT, NF_DROP,
+};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -274,11 +277,19 @@ impl State<'_> {
         let mut rewritten: Option<usize> = None;
         if let (Judged::Decided(d), KernelVerdict::Accept) = (&mut judged, mapped.verdict) {
             if d.rewrite.is_some() {
+                let partial = p.skb_info & NFQA_SKB_CSUMNOTREADY != 0;
+                let tcp_at = d.rewrite.map_or(0, |rw| usize::from(rw.tcp_at));
                 if p.whole() && payload.len() <= self.scratch.len() {
                     let copy = &mut self.scratch[..payload.len()];
                     copy.copy_from_slice(payload);
-                    engine.apply_repair(d, copy);
-                    rewritten = Some(payload.len());
+                    // A checksum the kernel left unfinished is completed first: the
+                    // repair fixes it incrementally, and the kernel then trusts it.
+                    if !partial || complete_tcp_checksum(copy, tcp_at) {
+                        engine.apply_repair(d, copy);
+                        rewritten = Some(payload.len());
+                    } else {
+                        qs.repair_skipped.fetch_add(1, Ordering::Relaxed);
+                    }
                 } else {
                     qs.repair_skipped.fetch_add(1, Ordering::Relaxed);
                 }

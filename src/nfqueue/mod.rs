@@ -176,6 +176,54 @@ impl QueuedPacket<'_> {
     }
 }
 
+/// Writes the full TCP checksum of `packet` (an IPv4 or IPv6 packet copied whole,
+/// TCP at `tcp_at`) into its checksum field. Needed before a payload is sent back for
+/// a packet queued with [`NFQA_SKB_CSUMNOTREADY`] (`CHECKSUM_PARTIAL`, as from a local
+/// sender or a veth peer): with `NFQA_CFG_F_GSO` the kernel does not complete such a
+/// checksum before queueing, the field holds only the pseudo-header's sum, and a
+/// verdict's payload makes the packet `CHECKSUM_NONE`, to be verified as it stands.
+/// Only for TCP right after the IP header (no IPv6 extension headers, no tunnel):
+/// returns `false`, leaving the packet as it was, for anything else.
+pub fn complete_tcp_checksum(packet: &mut [u8], tcp_at: usize) -> bool {
+    let Some(&first) = packet.first() else {
+        return false;
+    };
+    let mut sum: u64 = 0;
+    let add = |sum: &mut u64, b: &[u8]| {
+        let mut chunks = b.chunks_exact(2);
+        for c in &mut chunks {
+            *sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
+        }
+        if let [last] = chunks.remainder() {
+            *sum += u64::from(u16::from_be_bytes([*last, 0]));
+        }
+    };
+    if tcp_at + 20 > packet.len() {
+        return false;
+    }
+    let tcp_len = packet.len() - tcp_at;
+    match first >> 4 {
+        4 if tcp_at == usize::from(first & 0x0f) * 4 && packet.get(9) == Some(&6) => {
+            add(&mut sum, &packet[12..20]);
+            sum += 6 + tcp_len as u64;
+        }
+        6 if tcp_at == 40 && packet.get(6) == Some(&6) => {
+            add(&mut sum, &packet[8..40]);
+            sum += tcp_len as u64 + 6;
+        }
+        _ => return false,
+    }
+    packet[tcp_at + 16] = 0;
+    packet[tcp_at + 17] = 0;
+    add(&mut sum, &packet[tcp_at..]);
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let c = !(sum as u16);
+    packet[tcp_at + 16..tcp_at + 18].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
 /// One netlink message of a datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Item<'a> {

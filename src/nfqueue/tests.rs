@@ -297,3 +297,30 @@ fn a_batch_holds_at_most_max_and_hands_its_last_id() {
     assert!(b.is_empty());
     assert_eq!(b.take(), None);
 }
+
+#[test]
+fn a_partial_checksum_is_completed() {
+    for v6 in [false, true] {
+        let b = if v6 {
+            etherparse::PacketBuilder::ipv6([0x20; 16], [0x21; 16], 64)
+        } else {
+            etherparse::PacketBuilder::ipv4([192, 0, 2, 1], [192, 0, 2, 2], 64)
+        };
+        let mut pkt = Vec::new();
+        b.tcp(40000, 80, 1, 100)
+            .ack(4000)
+            .write(&mut pkt, b"odd")
+            .unwrap();
+        let at = if v6 { 40 } else { 20 };
+        let want = [pkt[at + 16], pkt[at + 17]];
+        // As CHECKSUM_PARTIAL leaves it: the pseudo-header's sum only (any value).
+        pkt[at + 16] = 0x12;
+        pkt[at + 17] = 0x34;
+        assert!(complete_tcp_checksum(&mut pkt, at));
+        assert_eq!([pkt[at + 16], pkt[at + 17]], want, "v6 {v6}");
+    }
+    // Not TCP right after the header: left alone.
+    let mut short = [0x45u8; 30];
+    assert!(!complete_tcp_checksum(&mut short, 24));
+    assert!(!complete_tcp_checksum(&mut [], 0));
+}
