@@ -615,17 +615,29 @@ impl NfqSocket {
         Ok(())
     }
 
-    /// Sends one configuration request and waits for its acknowledgement; packet
-    /// messages that arrive meanwhile are left (the queue's rules are not in yet, and
-    /// any packet left unjudged gets the first batch verdict).
+    /// Sends one configuration request and waits (at most 2 s) for its
+    /// acknowledgement. Packet messages that arrive meanwhile (after the bind, when
+    /// queuing rules are already in) are read past, as are `ENOBUFS` answers: those
+    /// packets wait in the kernel and the first batch verdict accepts them unjudged,
+    /// their marks' state bits saying so.
     fn request(&mut self, attrs: &[(u16, &[u8])]) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
         let mut msg = [0u8; 128];
         let len = config_request(&mut msg, self.seq, self.queue, attrs);
         self.send(&msg[..len])?;
         let mut buf = vec![0u8; RECV_BUF];
-        for _ in 0..64 {
-            let n = self.recv(&mut buf, false)?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            let n = match self.recv(&mut buf, true) {
+                Ok(n) => n,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
             for item in Messages::new(&buf[..n.min(buf.len())]) {
                 if let Ok(Item::Ack { seq, errno }) = item {
                     if seq == self.seq {
