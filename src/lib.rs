@@ -12,6 +12,7 @@ pub mod engine;
 pub mod events;
 pub mod metrics;
 pub mod nflog;
+pub mod nfqueue;
 pub mod render;
 pub mod replay;
 pub mod report;

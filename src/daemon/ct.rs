@@ -48,15 +48,26 @@ pub enum KernelCt {
     Absent,
 }
 
-/// Maps the nfq crate's conntrack info to a state (reply directions fold into theirs).
-pub fn from_nfq(info: Option<&nfq::Conntrack>) -> KernelCt {
-    use nfq::conntrack::State;
-    match info.map(|c| c.get_state()) {
+/// `enum ip_conntrack_info` values (include/uapi/linux/netfilter/nf_conntrack_common.h).
+const IP_CT_ESTABLISHED: u32 = 0;
+const IP_CT_RELATED: u32 = 1;
+const IP_CT_NEW: u32 = 2;
+const IP_CT_ESTABLISHED_REPLY: u32 = 3;
+const IP_CT_RELATED_REPLY: u32 = 4;
+const IP_CT_NEW_REPLY: u32 = 5;
+
+/// Maps the kernel's conntrack info (`NFQA_CT_INFO`, an `enum ip_conntrack_info`;
+/// `None` when the kernel attached no `NFQA_CT`/`NFQA_CT_INFO`) to a state: reply
+/// directions fold into theirs, any other value is INVALID. The kernel attaches
+/// nothing to INVALID and UNTRACKED packets (no conntrack entry): those are
+/// [`KernelCt::Absent`], left to the mark's state bits.
+pub fn from_kernel(info: Option<u32>) -> KernelCt {
+    match info {
         None => KernelCt::Absent,
-        Some(State::New | State::NewReply) => KernelCt::Given(CtState::New),
-        Some(State::Established | State::EstablishedReply) => KernelCt::Given(CtState::Established),
-        Some(State::Related | State::RelatedReply) => KernelCt::Given(CtState::Related),
-        Some(State::Invalid) => KernelCt::Given(CtState::Invalid),
+        Some(IP_CT_NEW | IP_CT_NEW_REPLY) => KernelCt::Given(CtState::New),
+        Some(IP_CT_ESTABLISHED | IP_CT_ESTABLISHED_REPLY) => KernelCt::Given(CtState::Established),
+        Some(IP_CT_RELATED | IP_CT_RELATED_REPLY) => KernelCt::Given(CtState::Related),
+        Some(_) => KernelCt::Given(CtState::Invalid),
     }
 }
 
@@ -99,6 +110,25 @@ mod tests {
                 state_for(KernelCt::Absent, mark, m),
                 (CtHint::Given(s), CtSource::Ruleset)
             );
+        }
+    }
+
+    #[test]
+    fn kernel_ctinfo_maps_as_before() {
+        use CtState::*;
+        let given = |s| KernelCt::Given(s);
+        assert_eq!(from_kernel(None), KernelCt::Absent);
+        for (info, state) in [
+            (0, given(Established)),
+            (1, given(Related)),
+            (2, given(New)),
+            (3, given(Established)),
+            (4, given(Related)),
+            (5, given(New)),
+            (7, given(Invalid)),
+            (99, given(Invalid)),
+        ] {
+            assert_eq!(from_kernel(Some(info)), state, "ctinfo {info}");
         }
     }
 

@@ -1,4 +1,12 @@
-//! One NFQUEUE queue: bind it, then recv -> decide -> verdict inline on one thread.
+//! One NFQUEUE queue: bind it, then recv -> decide -> verdict inline on one thread,
+//! over nfqwall's own netlink layer ([`crate::nfqueue`]).
+//!
+//! Plain accepts (no new mark, no new payload) are held and sent as one
+//! `NFQNL_MSG_VERDICT_BATCH` when the socket has nothing more to read, at
+//! [`Batch::MAX`] packets, and before the thread waits again; a drop, a new mark or a
+//! rewritten payload is sent at once as its own `NFQNL_MSG_VERDICT`. Packets are
+//! handled in id order, so each of those went out before any batch whose id covers
+//! it.
 
 use super::ct::{self, CtSource};
 use super::iface::IfaceNames;
@@ -6,7 +14,10 @@ use super::verdict::{judge, map, Judged, KernelVerdict};
 use super::{DaemonError, Shared};
 use crate::engine::{Disposition, LinkType, PacketMeta};
 use crate::events::{wall_ns, Event, EventSink, PacketEvent};
-use nfq::Queue;
+use crate::nfqueue::{
+    complete_tcp_checksum, Batch, Item, Messages, NfqSocket, Options, QueuedPacket,
+    NFQA_SKB_CSUMNOTREADY, NF_ACCEPT, NF_DROP,
+};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -21,8 +32,14 @@ pub struct QueueShared {
     pub shed: AtomicU64,
     /// Set by the main thread from the kernel backlog.
     pub shedding: AtomicBool,
-    /// recv/verdict errors.
+    /// recv/verdict errors, including `ENOBUFS` (the kernel could not deliver queued
+    /// packets to the full receive buffer: their ids are counted in `socket_lost`).
     pub socket_errors: AtomicU64,
+    /// Of `socket_errors`, the `ENOBUFS` answers of recv.
+    pub socket_enobufs: AtomicU64,
+    /// SACK repairs not sent because the packet was not copied whole (cut at the copy
+    /// range, or a GSO packet): sent on unrepaired.
+    pub repair_skipped: AtomicU64,
     /// Packets the kernel numbered for this queue but never delivered (gaps in the
     /// packet ids): with fail-open on, the kernel accepted them unjudged because the
     /// socket's receive buffer was full; with it off, it dropped them.
@@ -52,138 +69,106 @@ pub struct QueueShared {
 /// `queue_maxlen` lets the kernel queue, not the socket, fill first.
 const RCVBUF_PER_PACKET: usize = 4608;
 
-/// Opens a netlink socket, binds queue `n` and configures it: kernel queue length,
-/// fail-open, a receive buffer sized to the queue, and conntrack info if the kernel
-/// can attach it. Returns the socket's receive buffer size as set (0 if unknown).
-pub fn bind(n: u16, maxlen: u32, fail_open: bool) -> Result<(Queue, CtSource, usize), DaemonError> {
-    let err = |what: &'static str| {
-        move |source| DaemonError::Queue {
-            queue: n,
-            what,
-            source,
-        }
-    };
-    let before = netfilter_sockets();
-    let mut q = Queue::open().map_err(err("open a netfilter netlink socket"))?;
-    let after = netfilter_sockets();
-    q.bind(n)
-        .map_err(err("bind the queue (is another nfqwall bound to it?)"))?;
-    q.set_queue_max_len(n, maxlen)
-        .map_err(err("set the kernel queue length"))?;
-    q.set_fail_open(n, fail_open)
-        .map_err(err("set the fail-open flag"))?;
-    // The nfq crate does not expose its socket: it is the one netfilter netlink
-    // socket that appeared while it opened (queues are bound one at a time, and
-    // nothing else in nfqwall opens such sockets).
-    let new: Vec<i32> = after
-        .into_iter()
-        .filter(|fd| !before.contains(fd))
-        .collect();
-    let rcvbuf = match new[..] {
-        [fd] => set_rcvbuf(fd, (maxlen as usize).saturating_mul(RCVBUF_PER_PACKET))
-            .map_err(err("size the socket's receive buffer"))?,
-        _ => 0,
-    };
-    // Refused (EOPNOTSUPP) by kernels without CONFIG_NETFILTER_NETLINK_GLUE_CT.
-    let source = match q.set_recv_conntrack(n, true) {
-        Ok(()) => CtSource::Kernel,
-        Err(_) => CtSource::Ruleset,
-    };
-    Ok((q, source, rcvbuf))
-}
+/// Bytes of each queued packet copied to nfqwall. Judging reads headers only: IPv4
+/// (up to 60) or IPv6 (40 plus extension headers), TCP with options (up to 60), and
+/// an outer tunnel header stack when tunnels are followed. 512 covers those with room
+/// and keeps a 64 KiB GSO packet's copy small. A SACK repair sends the payload back,
+/// and the kernel trims the packet to the payload a verdict carries, so a rewrite is
+/// only sent for a packet copied whole (SACK-bearing ACKs are small) and never for a
+/// GSO packet; the others go on unrepaired, counted in `repair_skipped`.
+pub const COPY_RANGE: u32 = 512;
 
-/// The process's open `AF_NETLINK`/`NETLINK_NETFILTER` sockets.
-fn netfilter_sockets() -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return Vec::new();
+/// Opens a netlink socket, binds queue `n` and configures it: copy range, kernel
+/// queue length, fail-open, a receive buffer sized to the queue, conntrack info if
+/// the kernel can attach it, whole GSO packets if it can queue them. Returns the
+/// socket's receive buffer size as set.
+pub fn bind(
+    n: u16,
+    maxlen: u32,
+    fail_open: bool,
+) -> Result<(NfqSocket, CtSource, usize), DaemonError> {
+    let opts = Options {
+        queue: n,
+        copy_range: COPY_RANGE,
+        maxlen,
+        fail_open,
+        rcvbuf: (maxlen as usize).saturating_mul(RCVBUF_PER_PACKET),
     };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&fd| {
-            let opt = |name| {
-                let mut v: libc::c_int = -1;
-                let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-                // SAFETY: v and len are valid for the call; a non-socket fd fails.
-                let r = unsafe {
-                    libc::getsockopt(
-                        fd,
-                        libc::SOL_SOCKET,
-                        name,
-                        (&mut v as *mut libc::c_int).cast(),
-                        &mut len,
-                    )
-                };
-                (r == 0).then_some(v)
-            };
-            opt(libc::SO_DOMAIN) == Some(libc::AF_NETLINK)
-                && opt(libc::SO_PROTOCOL) == Some(libc::NETLINK_NETFILTER)
-        })
-        .collect()
-}
-
-/// Sets the socket's receive buffer to `bytes` (beyond `rmem_max`: the daemon has
-/// CAP_NET_ADMIN) and returns what the kernel reports.
-fn set_rcvbuf(fd: i32, bytes: usize) -> std::io::Result<usize> {
-    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: fd is an open socket; v lives for the call.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
+    let s = NfqSocket::open(&opts).map_err(|e| DaemonError::Queue {
+        queue: n,
+        what: e.what,
+        source: e.source,
+    })?;
+    let source = if s.conntrack() {
+        CtSource::Kernel
+    } else {
+        CtSource::Ruleset
     };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut got: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: as above.
-    unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&mut got as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    Ok(got.max(0) as usize)
+    let rcvbuf = s.rcvbuf();
+    Ok((s, source, rcvbuf))
 }
 
 /// The queue thread's loop. Returns after `shared.stop` is set and the thread was
 /// woken (by a signal that interrupts `recv`): it then gives a verdict on every
-/// packet already waiting, and unbinds.
-pub fn run(mut queue: Queue, index: usize, shared: &Shared, sink: &EventSink) {
+/// packet already waiting, and unbinds (drops the socket).
+pub fn run(mut sock: NfqSocket, index: usize, shared: &Shared, sink: &EventSink) {
     let qs = &shared.queues[index];
-    let ctx = Ctx { qs, shared, sink };
-    let mut ifaces = IfaceNames::new();
+    let mut st = State {
+        ctx: Ctx { qs, shared, sink },
+        ifaces: IfaceNames::new(),
+        batch: Batch::default(),
+        scratch: vec![0u8; crate::nfqueue::MAX_PAYLOAD].into_boxed_slice(),
+    };
+    let mut buf = vec![0u8; crate::nfqueue::RECV_BUF].into_boxed_slice();
     let mut forget_at = 0u64;
     while !shared.stop.load(Ordering::Relaxed) {
-        match queue.recv() {
-            Ok(msg) => {
+        // Wait only with no verdict held; otherwise drain what is there.
+        let dontwait = !st.batch.is_empty();
+        if !dontwait {
+            qs.busy_since.store(0, Ordering::Relaxed);
+        }
+        match sock.recv(&mut buf, dontwait) {
+            Ok(n) => {
                 let now = shared.mono_ns();
                 if now >= forget_at {
-                    ifaces.forget();
+                    st.ifaces.forget();
                     forget_at = now + 5_000_000_000;
                 }
-                handle(&mut queue, msg, now, &ctx, &mut ifaces);
+                st.datagram(&mut sock, &buf, n, now);
             }
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-            Err(_) => {
-                qs.socket_errors.fetch_add(1, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EAGAIN) => st.flush(&sock),
+                Some(libc::EINTR) => st.flush(&sock),
+                Some(libc::ENOBUFS) => {
+                    // Messages were lost (their ids show as gaps): read on at once.
+                    qs.socket_errors.fetch_add(1, Ordering::Relaxed);
+                    qs.socket_enobufs.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {
+                    qs.socket_errors.fetch_add(1, Ordering::Relaxed);
+                    st.flush(&sock);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            },
         }
     }
     // Verdict what is in hand: everything the kernel already queued to us.
-    queue.set_nonblocking(true);
-    while let Ok(msg) = queue.recv() {
-        let now = shared.mono_ns();
-        handle(&mut queue, msg, now, &ctx, &mut ifaces);
+    loop {
+        match sock.recv(&mut buf, true) {
+            Ok(n) => {
+                let now = shared.mono_ns();
+                st.datagram(&mut sock, &buf, n, now);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                qs.socket_errors.fetch_add(1, Ordering::Relaxed);
+                qs.socket_enobufs.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => break,
+        }
     }
-    let _ = queue.unbind(qs.number);
+    st.flush(&sock);
+    qs.busy_since.store(0, Ordering::Relaxed);
+    drop(sock);
 }
 
 /// What a queue thread's verdicts read but never change.
@@ -194,108 +179,175 @@ struct Ctx<'a> {
     sink: &'a EventSink,
 }
 
-/// Judges one message and gives its verdict. No allocation, no lock held across I/O,
-/// no blocking send: events go through `try_send`.
-#[inline]
-fn handle(
-    queue: &mut Queue,
-    mut msg: nfq::Message,
-    now: u64,
-    ctx: &Ctx<'_>,
-    ifaces: &mut IfaceNames,
-) {
-    let Ctx { qs, shared, sink } = *ctx;
-    qs.busy_since.store(now.max(1), Ordering::Relaxed);
-    qs.packets.fetch_add(1, Ordering::Relaxed);
-    let id = u64::from(msg.get_packet_id());
-    let last = qs.last_id.swap(id, Ordering::Relaxed);
-    if last != 0 && id > last + 1 {
-        qs.socket_lost.fetch_add(id - last - 1, Ordering::Relaxed);
-    }
-    let engine = &*shared.engine;
-    let marks = shared.marks;
-    let shedding = qs.shedding.load(Ordering::Relaxed);
-    let indev = msg.get_indev();
-    let mark = msg.get_nfmark();
-    let judged = {
-        let payload = msg.get_payload();
-        let (ct, source) = ct::state_for(ct::from_nfq(msg.get_conntrack()), mark, marks);
-        match source {
-            CtSource::Kernel => &qs.ct_kernel,
-            CtSource::Ruleset => &qs.ct_ruleset,
-            CtSource::None => &qs.ct_none,
+/// A queue thread's state between packets.
+struct State<'a> {
+    ctx: Ctx<'a>,
+    ifaces: IfaceNames,
+    batch: Batch,
+    /// Where a SACK repair rewrites a copy of the packet before it is sent back.
+    scratch: Box<[u8]>,
+}
+
+impl State<'_> {
+    /// Handles every message of one received datagram (`n` bytes of `buf`).
+    fn datagram(&mut self, sock: &mut NfqSocket, buf: &[u8], n: usize, now: u64) {
+        let qs = self.ctx.qs;
+        if n > buf.len() {
+            // Cut (cannot happen with the copy range in force): the packet in it waits
+            // and goes with the next batch verdict, accepted unjudged.
+            qs.socket_errors.fetch_add(1, Ordering::Relaxed);
+            return;
         }
-        .fetch_add(1, Ordering::Relaxed);
-        let in_iface = ifaces.name(indev);
-        judge(engine, shedding, || {
-            super::test_hook::check(payload);
-            let meta = PacketMeta {
-                link: LinkType::RawIp,
-                ct,
-                in_iface,
-                out_iface: None,
-                mark,
-                wire_len: 0,
-            };
-            engine.decide(now, &meta, payload)
-        })
-    };
-    let mapped = map(&judged, mark, marks);
-    let mut judged = judged;
-    if let (Judged::Decided(d), KernelVerdict::Accept) = (&mut judged, mapped.verdict) {
-        if d.rewrite.is_some() {
-            // Only now borrow the payload mutably: the crate then sends it back.
-            engine.apply_repair(d, msg.get_payload_mut());
+        for item in Messages::new(&buf[..n]) {
+            match item {
+                Ok(Item::Packet(p)) => {
+                    if self.handle(sock, &p, now) && self.batch.push(p.id) {
+                        self.flush(sock);
+                    }
+                }
+                // A verdict the kernel refused (no NLM_F_ACK is asked for, so only
+                // errors answer).
+                Ok(Item::Ack { errno, .. }) if errno != 0 => {
+                    qs.socket_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    qs.socket_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
     }
-    match &judged {
-        Judged::Decided(d) => {
-            match d.disposition {
-                Disposition::Drop => &qs.dropped,
-                Disposition::Vouch => &qs.vouched,
-                Disposition::PassOn => &qs.passed_on,
+
+    /// Sends the held plain accepts as one batch verdict.
+    fn flush(&mut self, sock: &NfqSocket) {
+        if let Some(id) = self.batch.take() {
+            if sock.batch_verdict(id, NF_ACCEPT).is_err() {
+                // Retried once; if that fails too, the next batch covers them.
+                if sock.batch_verdict(id, NF_ACCEPT).is_err() {
+                    self.ctx.qs.socket_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Judges one packet. Returns `true` for a plain accept (to be batched); any
+    /// other verdict was sent here. No allocation, no lock held across I/O, no
+    /// blocking send: events go through `try_send`.
+    #[inline]
+    fn handle(&mut self, sock: &mut NfqSocket, p: &QueuedPacket<'_>, now: u64) -> bool {
+        let Ctx { qs, shared, sink } = self.ctx;
+        qs.busy_since.store(now.max(1), Ordering::Relaxed);
+        qs.packets.fetch_add(1, Ordering::Relaxed);
+        let id = u64::from(p.id);
+        let last = qs.last_id.swap(id, Ordering::Relaxed);
+        if last != 0 && id > last + 1 {
+            qs.socket_lost.fetch_add(id - last - 1, Ordering::Relaxed);
+        }
+        let engine = &*shared.engine;
+        let marks = shared.marks;
+        let shedding = qs.shedding.load(Ordering::Relaxed);
+        let indev = p.indev;
+        let mark = p.mark;
+        let payload = p.payload;
+        let wire_len = p.wire_len();
+        let mut judged = {
+            let (ct, source) = ct::state_for(ct::from_kernel(p.ct_info), mark, marks);
+            match source {
+                CtSource::Kernel => &qs.ct_kernel,
+                CtSource::Ruleset => &qs.ct_ruleset,
+                CtSource::None => &qs.ct_none,
             }
             .fetch_add(1, Ordering::Relaxed);
-            shared.services.count(d);
-            if d.handback_due {
-                shared.handback.request(d, qs.number, now, shared);
+            let in_iface = self.ifaces.name(indev);
+            judge(engine, shedding, || {
+                super::test_hook::check(payload);
+                let meta = PacketMeta {
+                    link: LinkType::RawIp,
+                    ct,
+                    in_iface,
+                    out_iface: None,
+                    mark,
+                    wire_len,
+                };
+                engine.decide(now, &meta, payload)
+            })
+        };
+        let mapped = map(&judged, mark, marks);
+        // A SACK repair rewrites a copy of the packet, sent back with the verdict.
+        let mut rewritten: Option<usize> = None;
+        if let (Judged::Decided(d), KernelVerdict::Accept) = (&mut judged, mapped.verdict) {
+            if d.rewrite.is_some() {
+                let partial = p.skb_info & NFQA_SKB_CSUMNOTREADY != 0;
+                let tcp_at = d.rewrite.map_or(0, |rw| usize::from(rw.tcp_at));
+                if p.whole() && payload.len() <= self.scratch.len() {
+                    let copy = &mut self.scratch[..payload.len()];
+                    copy.copy_from_slice(payload);
+                    // A checksum the kernel left unfinished is completed first: the
+                    // repair fixes it incrementally, and the kernel then trusts it.
+                    if !partial || complete_tcp_checksum(copy, tcp_at) {
+                        engine.apply_repair(d, copy);
+                        rewritten = Some(payload.len());
+                    } else {
+                        qs.repair_skipped.fetch_add(1, Ordering::Relaxed);
+                    }
+                } else {
+                    qs.repair_skipped.fetch_add(1, Ordering::Relaxed);
+                }
             }
-            if d.is_notable() {
-                // Gated on this thread's counters before anything is built or the
-                // wall clock is read: a suppressed event costs a counter.
-                let len = msg.get_payload().len() as u32;
-                sink.packet_with(d, now / 1_000_000_000, || PacketEvent {
+        }
+        match &judged {
+            Judged::Decided(d) => {
+                match d.disposition {
+                    Disposition::Drop => &qs.dropped,
+                    Disposition::Vouch => &qs.vouched,
+                    Disposition::PassOn => &qs.passed_on,
+                }
+                .fetch_add(1, Ordering::Relaxed);
+                shared.services.count(d);
+                if d.handback_due {
+                    shared.handback.request(d, qs.number, now, shared);
+                }
+                if d.is_notable() {
+                    // Gated on this thread's counters before anything is built or the
+                    // wall clock is read: a suppressed event costs a counter.
+                    sink.packet_with(d, now / 1_000_000_000, || PacketEvent {
+                        wall_ns: wall_ns(),
+                        queue: qs.number,
+                        verdict: d.verdict,
+                        decision: *d,
+                        in_ifindex: indev,
+                        len: wire_len,
+                    });
+                }
+            }
+            Judged::Shed => {
+                qs.shed.fetch_add(1, Ordering::Relaxed);
+            }
+            Judged::Panicked(message) => {
+                sink.send(Event::InternalError {
                     wall_ns: wall_ns(),
                     queue: qs.number,
-                    verdict: d.verdict,
-                    decision: *d,
-                    in_ifindex: indev,
-                    len,
+                    message: message.clone(),
                 });
             }
         }
-        Judged::Shed => {
-            qs.shed.fetch_add(1, Ordering::Relaxed);
+        let new_mark = mapped.mark.filter(|&m| m != mark);
+        let verdict = match mapped.verdict {
+            KernelVerdict::Accept => NF_ACCEPT,
+            KernelVerdict::Drop => NF_DROP,
+        };
+        if verdict == NF_ACCEPT && new_mark.is_none() && rewritten.is_none() {
+            return true;
         }
-        Judged::Panicked(message) => {
-            sink.send(Event::InternalError {
-                wall_ns: wall_ns(),
-                queue: qs.number,
-                message: message.clone(),
-            });
+        let body = rewritten.map(|len| &self.scratch[..len]);
+        if sock.verdict(p.id, verdict, new_mark, body).is_err()
+            && sock.verdict(p.id, verdict, new_mark, body).is_err()
+        {
+            // Retried once. Left waiting, the packet goes with the next batch verdict:
+            // accepted with the mark it was queued with, whose state bits tell the
+            // host's rules it was not judged (as a shed packet).
+            qs.socket_errors.fetch_add(1, Ordering::Relaxed);
         }
+        false
     }
-    if let Some(m) = mapped.mark {
-        if m != mark {
-            msg.set_nfmark(m);
-        }
-    }
-    msg.set_verdict(match mapped.verdict {
-        KernelVerdict::Accept => nfq::Verdict::Accept,
-        KernelVerdict::Drop => nfq::Verdict::Drop,
-    });
-    if queue.verdict(msg).is_err() {
-        qs.socket_errors.fetch_add(1, Ordering::Relaxed);
-    }
-    qs.busy_since.store(0, Ordering::Relaxed);
 }

@@ -88,8 +88,16 @@ pub struct QueueStats {
     pub shed: u64,
     /// Whether the thread is shedding now.
     pub shedding: bool,
-    /// recv or verdict errors on the socket.
+    /// recv or verdict errors on the socket (`ENOBUFS` included).
     pub socket_errors: u64,
+    /// Of those, recv's `ENOBUFS`: the receive buffer overran and the kernel could
+    /// not deliver queued packets (their ids count in `socket_lost`).
+    #[serde(default)]
+    pub socket_enobufs: u64,
+    /// SACK repairs not sent because the packet was not copied whole (cut at the
+    /// copy range, or a GSO packet).
+    #[serde(default)]
+    pub repair_skipped: u64,
     /// Packets the kernel numbered for this queue but never delivered (gaps in the
     /// packet ids): let past unjudged by the kernel's fail-open when the socket's
     /// receive buffer was full (dropped instead when `fail_open = false`).
