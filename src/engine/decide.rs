@@ -170,8 +170,9 @@ pub struct Counters {
     pub sack_repaired: AtomicU64,
     /// SACK blocks rewritten into the data sender's space.
     pub sack_blocks_rewritten: AtomicU64,
-    /// Displaced SACK blocks of a repairing service passed on unchanged: the offset
-    /// not yet proven, or the blocks not verified against data the feed showed sent.
+    /// SACK blocks of a repairing service passed on unchanged: the offset not yet
+    /// proven, the blocks not verified against data the feed showed sent, or not
+    /// displaced at all.
     pub sack_blocks_unchanged: AtomicU64,
     /// Packets of the shadow feed the engine learned from ([`Engine::observe`]):
     /// never judged, never counted as verdicts.
@@ -483,12 +484,7 @@ impl Engine {
             .service
             .and_then(|s| policy.get_service(s))
             .is_some_and(|s| s.sack_repair());
-        if let (
-            true,
-            Some(Reason::SackDisplaced { .. } | Reason::SackOutsideWindow),
-            Transport::Tcp(seg),
-        ) = (repairs, tracked.reason, &pkt.transport)
-        {
+        if let (true, Transport::Tcp(seg)) = (repairs, &pkt.transport) {
             if tracked.repair.is_none() || d.mode != Mode::Enforce {
                 let blocks = seg.options.as_ref().map_or(0, |o| o.sack.as_slice().len());
                 self.counters

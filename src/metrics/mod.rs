@@ -244,6 +244,20 @@ pub fn render(s: &Snapshot) -> String {
         s.queues.iter().map(|q| (l1("queue", q.queue), q.socket_lost)),
     );
     o.counters(
+        "queue_socket_enobufs",
+        "Times each queue's socket reported ENOBUFS (the kernel dropped messages to it)",
+        s.queues
+            .iter()
+            .map(|q| (l1("queue", q.queue), q.socket_enobufs)),
+    );
+    o.counters(
+        "queue_repair_skipped",
+        "SACK repairs not sent back because the queued copy was partial or a GSO packet",
+        s.queues
+            .iter()
+            .map(|q| (l1("queue", q.queue), q.repair_skipped)),
+    );
+    o.counters(
         "queue_ct_source",
         "Packets on each queue by where their conntrack state came from",
         s.queues.iter().flat_map(|q| {
@@ -347,7 +361,7 @@ pub fn render(s: &Snapshot) -> String {
     );
     o.counter(
         "sack_blocks_unchanged",
-        "Displaced SACK blocks of repairing services passed on unchanged",
+        "SACK blocks of repairing services passed on unchanged",
         s.sack_blocks_unchanged,
     );
     o.counter("reloads", "Successful reloads", s.reloads);

@@ -239,8 +239,8 @@ pub struct Snapshot {
     /// SACK blocks rewritten into the server's space.
     #[serde(default)]
     pub sack_blocks_rewritten: u64,
-    /// Displaced SACK blocks of repairing services passed on unchanged (offset not
-    /// proven, or blocks not verified against data the feed showed sent).
+    /// SACK blocks of repairing services passed on unchanged (offset not proven,
+    /// blocks not verified against data the feed showed sent, or not displaced).
     #[serde(default)]
     pub sack_blocks_unchanged: u64,
     /// Token buckets held now by `rate` rules.
