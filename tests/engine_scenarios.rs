@@ -580,16 +580,17 @@ fn sack_repair_rewrites_blocks_once_the_offset_is_exact() {
             ..templ()
         });
     }
-    // Episode 1 (a hole of one segment, proved by a second ACK at the same hole)
-    // gives a gap; episode 2's second ACK shows the same gap: exact, and repaired
-    // from then on.
-    assert_eq!(repaired, (27..40).collect::<Vec<_>>());
+    // Episode 1 (a hole of one segment, proved by a second ACK at the same hole):
+    // its hole bound (the block's left edge less the end of the segment at the ACK)
+    // meets its fill bound (the block's right edge less the ACK after the
+    // retransmission): the offset is exact, and repaired from episode 2's first ACK.
+    assert_eq!(repaired, (26..40).collect::<Vec<_>>());
     assert_eq!(
         c.engine
             .counters()
             .sack_repaired
             .load(std::sync::atomic::Ordering::Relaxed),
-        13
+        14
     );
 }
 

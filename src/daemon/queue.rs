@@ -289,9 +289,11 @@ impl State<'_> {
                         rewritten = Some(payload.len());
                     } else {
                         qs.repair_skipped.fetch_add(1, Ordering::Relaxed);
+                        engine.repair_not_applied(d);
                     }
                 } else {
                     qs.repair_skipped.fetch_add(1, Ordering::Relaxed);
+                    engine.repair_not_applied(d);
                 }
             }
         }

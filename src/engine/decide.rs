@@ -70,6 +70,8 @@ pub struct SackRewrite {
     pub tcp_at: u16,
     /// Byte offset of the SACK option (its kind byte) in the packet.
     pub sack_at: u16,
+    /// SACK blocks in the option.
+    pub blocks: u8,
 }
 
 /// The addresses and ports of a packet.
@@ -573,6 +575,20 @@ impl Engine {
             self.counters
                 .sack_blocks_rewritten
                 .fetch_add(blocks as u64, Ordering::Relaxed);
+        }
+        let left = usize::from(rw.blocks).saturating_sub(blocks);
+        self.counters
+            .sack_blocks_unchanged
+            .fetch_add(left as u64, Ordering::Relaxed);
+    }
+
+    /// A front end could not send a decision's SACK rewrite back (the packet was not
+    /// copied whole): its blocks went on unchanged.
+    pub fn repair_not_applied(&self, d: &Decision) {
+        if let Some(rw) = d.rewrite {
+            self.counters
+                .sack_blocks_unchanged
+                .fetch_add(u64::from(rw.blocks), Ordering::Relaxed);
         }
     }
 
@@ -1227,5 +1243,9 @@ fn locate_sack(bytes: &[u8], seg: &wire::TcpSegment<'_>, offset: u32) -> Option<
         offset,
         tcp_at: u16::try_from(tcp_at).ok()?,
         sack_at: u16::try_from(sack_at).ok()?,
+        blocks: seg
+            .options
+            .as_ref()
+            .map_or(0, |o| o.sack.as_slice().len() as u8),
     })
 }
