@@ -2,10 +2,10 @@
 //! `AF_NETLINK`/`NETLINK_NETFILTER` socket, message framing (headers, `NLMSG_ERROR`
 //! answers, 4-byte alignment), attributes, and the `nfgenmsg` header.
 //!
-//! [`crate::nflog`], [`crate::nfqueue`] and [`crate::ctnetlink`] were written one after
-//! the other and each carried its own copy of this; they now keep only their message
-//! types, attributes and the parsing of their payloads. What stays true here for all
-//! of them:
+//! [`crate::nflog`], [`crate::nfqueue`] and [`crate::ctnetlink`] all speak it, so the
+//! syscalls, the length checks and the alignment are written and tested once, here;
+//! each of them keeps only its own message types, attributes and payload parsing.
+//! What holds for all of them:
 //! - Parsing borrows from the receive buffer ([`Frames`], [`Attrs`], [`Messages`]) and
 //!   building writes into a caller's buffer ([`Writer`]): the shadow feed and the
 //!   verdict path call these per packet, and nothing here allocates.
