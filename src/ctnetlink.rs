@@ -33,37 +33,25 @@
 //! 0.4) is well kept and models these attributes, but it only builds and parses
 //! messages (it needs `netlink-sys` for the socket) and allocates a `Vec` per
 //! attribute; the one update nfqwall sends is about 100 bytes built in a stack buffer,
-//! with its errors named below, in about as many lines as the glue would take.
+//! with its errors named below, in about as many lines as the glue would take. The
+//! socket, framing and attributes are [`crate::netlink`]'s, shared with NFLOG and
+//! NFQUEUE.
 
+use crate::netlink::{
+    self, Attrs, Frames, Socket, Writer, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_REQUEST,
+};
 use core::fmt;
 use core::net::IpAddr;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 /// `IP_CT_TCP_FLAG_BE_LIBERAL`: conntrack accepts out-of-window packets from this
 /// direction (`include/uapi/linux/netfilter/nf_conntrack_tcp.h`).
 pub const IP_CT_TCP_FLAG_BE_LIBERAL: u8 = 0x08;
 
-const NETLINK_NETFILTER: i32 = 12;
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_NEW: u16 = 0;
 const IPCTNL_MSG_CT_GET: u16 = 1;
-const NFNETLINK_V0: u8 = 0;
-
-const NLM_F_REQUEST: u16 = 0x01;
-const NLM_F_ACK: u16 = 0x04;
-const NLMSG_ERROR: u16 = 0x02;
-const NLMSG_DONE: u16 = 0x03;
-const NLM_F_CAPPED: u16 = 0x100;
-const NLM_F_ACK_TLVS: u16 = 0x200;
-const NLA_F_NESTED: u16 = 0x8000;
-const NLA_TYPE_MASK: u16 = 0x3fff;
-const NLMSGERR_ATTR_MSG: u16 = 1;
-
-const SOL_NETLINK: i32 = 270;
-const NETLINK_CAP_ACK: i32 = 10;
-const NETLINK_EXT_ACK: i32 = 11;
 
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_PROTOINFO: u16 = 4;
@@ -211,7 +199,7 @@ impl std::error::Error for CtError {}
 /// namespace of the thread that opened it. One request at a time; each waits for its
 /// ACK (or answer) for at most the timeout given to [`CtSocket::open`].
 pub struct CtSocket {
-    fd: OwnedFd,
+    sock: Socket,
     seq: u32,
     buf: Vec<u8>,
 }
@@ -220,42 +208,14 @@ impl CtSocket {
     /// Opens the socket, asks for extended ACKs (the kernel's error text) without the
     /// request echoed back, and bounds each wait by `timeout`.
     pub fn open(timeout: Duration) -> Result<CtSocket, CtError> {
-        // SAFETY: plain socket(2); the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                NETLINK_NETFILTER,
-            )
-        };
-        if raw < 0 {
-            return Err(CtError::Socket(io::Error::last_os_error()));
-        }
-        // SAFETY: raw is a freshly opened descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let sock = Socket::open().map_err(CtError::Socket)?;
         // Both options are best effort: without them errors carry no text, or the
         // ACK echoes the request (the receive buffer holds it either way).
-        let _ = set_int(&fd, SOL_NETLINK, NETLINK_EXT_ACK, 1);
-        let _ = set_int(&fd, SOL_NETLINK, NETLINK_CAP_ACK, 1);
-        let tv = libc::timeval {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-        };
-        // SAFETY: tv lives for the call.
-        let r = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                core::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(CtError::Socket(io::Error::last_os_error()));
-        }
+        let _ = sock.set_int(libc::SOL_NETLINK, libc::NETLINK_EXT_ACK, 1);
+        let _ = sock.set_int(libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, 1);
+        sock.set_recv_timeout(timeout).map_err(CtError::Socket)?;
         Ok(CtSocket {
-            fd,
+            sock,
             seq: 0,
             buf: vec![0; 16384],
         })
@@ -280,66 +240,34 @@ impl CtSocket {
         let mut info = None;
         loop {
             let len = self.recv()?;
-            let mut off = 0;
-            while off + 16 <= len {
-                let h = &self.buf[off..len];
-                let (mlen, mtype, flags, seq) = header(h);
-                if mlen < 16 || mlen > h.len() {
-                    return Err(CtError::BadReply("truncated message"));
-                }
-                if seq == self.seq {
-                    match mtype {
+            for m in Frames::new(&self.buf[..len]) {
+                let m = m.map_err(|_| CtError::BadReply("truncated message"))?;
+                if m.seq == self.seq {
+                    match m.kind {
                         NLMSG_ERROR => {
-                            parse_error(&h[..mlen], flags)?;
+                            parse_error(m.body, m.flags)?;
                             return info.ok_or(CtError::BadReply("ACK without the entry"));
                         }
                         NLMSG_DONE => {
                             return info.ok_or(CtError::BadReply("no entry in the answer"))
                         }
-                        _ => info = Some(parse_tcp_info(&h[16..mlen])),
+                        _ => info = Some(parse_tcp_info(m.body)),
                     }
                 }
-                off += align4(mlen);
             }
         }
     }
 
     fn send(&self, msg: &[u8]) -> Result<(), CtError> {
-        // SAFETY: a zeroed sockaddr_nl addresses the kernel (pid 0, no groups).
-        let mut to: libc::sockaddr_nl = unsafe { core::mem::zeroed() };
-        to.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: msg and to live for the call.
-        let r = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                msg.as_ptr().cast(),
-                msg.len(),
-                0,
-                (&to as *const libc::sockaddr_nl).cast(),
-                core::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(CtError::Send(io::Error::last_os_error()));
-        }
-        Ok(())
+        self.sock.send(msg, 0).map_err(CtError::Send)
     }
 
     fn recv(&mut self) -> Result<usize, CtError> {
         loop {
-            // SAFETY: buf is valid for its length.
-            let r = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    0,
-                )
+            let e = match self.sock.recv(&mut self.buf, 0) {
+                Ok(n) => return Ok(n),
+                Err(e) => e,
             };
-            if r >= 0 {
-                return Ok(r as usize);
-            }
-            let e = io::Error::last_os_error();
             match e.raw_os_error() {
                 Some(libc::EINTR) => continue,
                 Some(libc::EAGAIN) => return Err(CtError::Timeout),
@@ -352,116 +280,49 @@ impl CtSocket {
     fn wait_ack(&mut self) -> Result<(), CtError> {
         loop {
             let len = self.recv()?;
-            let mut off = 0;
-            while off + 16 <= len {
-                let h = &self.buf[off..len];
-                let (mlen, mtype, flags, seq) = header(h);
-                if mlen < 16 || mlen > h.len() {
-                    return Err(CtError::BadReply("truncated message"));
+            for m in Frames::new(&self.buf[..len]) {
+                let m = m.map_err(|_| CtError::BadReply("truncated message"))?;
+                if m.kind == NLMSG_ERROR && m.seq == self.seq {
+                    return parse_error(m.body, m.flags);
                 }
-                if mtype == NLMSG_ERROR && seq == self.seq {
-                    return parse_error(&h[..mlen], flags);
-                }
-                off += align4(mlen);
             }
         }
     }
 }
 
-fn set_int(fd: &OwnedFd, level: i32, name: i32, v: libc::c_int) -> io::Result<()> {
-    // SAFETY: v lives for the call.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&v as *const libc::c_int).cast(),
-            core::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-/// (length, type, flags, seq) of the netlink header at the start of `b` (16 bytes).
-fn header(b: &[u8]) -> (usize, u16, u16, u32) {
-    let u32_at = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-    let u16_at = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
-    (u32_at(0) as usize, u16_at(4), u16_at(6), u32_at(8))
-}
-
-/// An `NLMSG_ERROR` message: `Ok` for an ACK (error 0), else the kernel's errno and
-/// its extended-ACK text.
-fn parse_error(m: &[u8], flags: u16) -> Result<(), CtError> {
-    if m.len() < 20 {
-        return Err(CtError::BadReply("short error message"));
-    }
-    let err = i32::from_ne_bytes([m[16], m[17], m[18], m[19]]);
-    if err == 0 {
+/// An `NLMSG_ERROR` body: `Ok` for an ACK (error 0), else the kernel's errno and its
+/// extended-ACK text.
+fn parse_error(body: &[u8], flags: u16) -> Result<(), CtError> {
+    let errno = netlink::error_errno(body).ok_or(CtError::BadReply("short error message"))?;
+    if errno == 0 {
         return Ok(());
     }
-    let mut message = None;
-    if flags & NLM_F_ACK_TLVS != 0 {
-        // After the error code: the request's header (16 bytes), and its payload too
-        // unless capped; then the TLVs.
-        let mut at = 20 + 16;
-        if flags & NLM_F_CAPPED == 0 && m.len() >= 36 {
-            let (orig_len, ..) = header(&m[20..]);
-            at = 20 + align4(orig_len);
-        }
-        for (ty, payload) in Attrs(m.get(at..).unwrap_or(&[])) {
-            if ty == NLMSGERR_ATTR_MSG {
-                let text = payload.split(|&c| c == 0).next().unwrap_or(&[]);
-                message = Some(String::from_utf8_lossy(text).into_owned());
-            }
-        }
-    }
     Err(CtError::Kernel {
-        errno: -err,
-        message,
+        errno,
+        message: netlink::ext_ack_message(body, flags)
+            .map(|text| String::from_utf8_lossy(text).into_owned()),
     })
 }
 
-/// Netlink attributes in a buffer: (type without the flag bits, payload).
-struct Attrs<'a>(&'a [u8]);
-
-impl<'a> Iterator for Attrs<'a> {
-    type Item = (u16, &'a [u8]);
-    fn next(&mut self) -> Option<Self::Item> {
-        let b = self.0;
-        if b.len() < 4 {
-            return None;
-        }
-        let len = usize::from(u16::from_ne_bytes([b[0], b[1]]));
-        let ty = u16::from_ne_bytes([b[2], b[3]]) & NLA_TYPE_MASK;
-        if len < 4 || len > b.len() {
-            self.0 = &[];
-            return None;
-        }
-        self.0 = b.get(align4(len)..).unwrap_or(&[]);
-        Some((ty, &b[4..len]))
-    }
+/// The attributes of `b` up to the first malformed one: an answer is read for what it
+/// holds, a cut attribute is not an error.
+fn attrs(b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    Attrs::new(b).map_while(Result::ok)
 }
 
 /// The TCP protoinfo of a conntrack message's payload (after its header).
 fn parse_tcp_info(payload: &[u8]) -> TcpInfo {
     let mut info = TcpInfo::default();
     // nfgenmsg (4 bytes), then the entry's attributes.
-    for (ty, p) in Attrs(payload.get(4..).unwrap_or(&[])) {
+    for (ty, p) in attrs(payload.get(4..).unwrap_or(&[])) {
         if ty != CTA_PROTOINFO {
             continue;
         }
-        for (ty, p) in Attrs(p) {
+        for (ty, p) in attrs(p) {
             if ty != CTA_PROTOINFO_TCP {
                 continue;
             }
-            for (ty, p) in Attrs(p) {
+            for (ty, p) in attrs(p) {
                 match (ty, p) {
                     (CTA_PROTOINFO_TCP_STATE, [s, ..]) => info.state = *s,
                     (CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, [f, ..]) => info.flags_original = *f,
@@ -472,41 +333,6 @@ fn parse_tcp_info(payload: &[u8]) -> TcpInfo {
         }
     }
     info
-}
-
-/// Writes netlink messages into a fixed buffer; nests are closed by patching their
-/// length.
-struct Writer<'a> {
-    buf: &'a mut [u8],
-    len: usize,
-}
-
-impl Writer<'_> {
-    fn put(&mut self, bytes: &[u8]) {
-        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
-    }
-
-    fn attr(&mut self, ty: u16, payload: &[u8]) {
-        let len = 4 + payload.len();
-        self.put(&(len as u16).to_ne_bytes());
-        self.put(&ty.to_ne_bytes());
-        self.put(payload);
-        let pad = align4(len) - len;
-        self.put(&[0u8; 3][..pad]);
-    }
-
-    fn begin(&mut self, ty: u16) -> usize {
-        let at = self.len;
-        self.put(&[0, 0]);
-        self.put(&(ty | NLA_F_NESTED).to_ne_bytes());
-        at
-    }
-
-    fn end(&mut self, at: usize) {
-        let len = (self.len - at) as u16;
-        self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
-    }
 }
 
 /// The netlink header, nfgenmsg and `CTA_TUPLE_ORIG` of a request about `t`.
@@ -522,13 +348,14 @@ fn encode_head<'a>(
         (IpAddr::V6(_), IpAddr::V6(_)) => libc::AF_INET6 as u8,
         _ => return Err(CtError::MixedFamilies),
     };
-    let mut w = Writer { buf, len: 0 };
-    w.put(&[0; 4]); // length, patched at the end
-    w.put(&((NFNL_SUBSYS_CTNETLINK << 8) | msg).to_ne_bytes());
-    w.put(&flags.to_ne_bytes());
-    w.put(&seq.to_ne_bytes());
-    w.put(&0u32.to_ne_bytes()); // port id: the kernel fills it in
-    w.put(&[family, NFNETLINK_V0, 0, 0]);
+    let mut w = Writer::new(
+        buf,
+        (NFNL_SUBSYS_CTNETLINK << 8) | msg,
+        flags,
+        seq,
+        family,
+        0,
+    );
     let tuple = w.begin(CTA_TUPLE_ORIG);
     let ip = w.begin(CTA_TUPLE_IP);
     match (t.src, t.dst) {
@@ -552,12 +379,6 @@ fn encode_head<'a>(
     Ok(w)
 }
 
-fn finish(w: Writer<'_>) -> usize {
-    let len = w.len;
-    w.buf[..4].copy_from_slice(&(len as u32).to_ne_bytes());
-    len
-}
-
 /// Encodes the update that sets the liberal flag on both directions of `t` into
 /// `buf`; returns its length. No heap.
 pub fn encode_set_liberal(
@@ -573,17 +394,24 @@ pub fn encode_set_liberal(
     w.attr(CTA_PROTOINFO_TCP_FLAGS_REPLY, &flags);
     w.end(tcp);
     w.end(info);
-    Ok(finish(w))
+    Ok(w.finish())
 }
 
 fn encode_get(buf: &mut [u8; REQUEST_MAX], seq: u32, t: &TcpTuple) -> Result<usize, CtError> {
     let w = encode_head(buf, IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_ACK, seq, t)?;
-    Ok(finish(w))
+    Ok(w.finish())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::build::message;
+    use crate::netlink::{NLMSGERR_ATTR_MSG, NLM_F_ACK_TLVS, NLM_F_CAPPED};
+
+    /// The attributes of `b`, each one well formed.
+    fn all(b: &[u8]) -> Vec<(u16, &[u8])> {
+        Attrs::new(b).map(Result::unwrap).collect()
+    }
 
     fn v4() -> TcpTuple {
         TcpTuple {
@@ -599,16 +427,19 @@ mod tests {
         let mut buf = [0u8; REQUEST_MAX];
         let n = encode_set_liberal(&mut buf, 7, &v4()).unwrap();
         let m = &buf[..n];
-        let (len, ty, flags, seq) = header(m);
-        assert_eq!((len, ty, flags, seq), (n, 0x0100, 0x05, 7));
+        let f = Frames::new(m).next().unwrap().unwrap();
+        assert_eq!(
+            (f.body.len() + 16, f.kind, f.flags, f.seq),
+            (n, 0x0100, 0x05, 7)
+        );
         assert_eq!(&m[16..20], &[libc::AF_INET as u8, 0, 0, 0]);
         // Walk the attributes back: tuple, then protoinfo with both flag pairs.
-        let top: Vec<_> = Attrs(&m[20..]).collect();
+        let top = all(&m[20..]);
         assert_eq!(top.iter().map(|(t, _)| *t).collect::<Vec<_>>(), [1, 4]);
-        let tuple: Vec<_> = Attrs(top[0].1).collect();
-        let ip: Vec<_> = Attrs(tuple[0].1).collect();
+        let tuple = all(top[0].1);
+        let ip = all(tuple[0].1);
         assert_eq!(ip, [(1, &[192, 0, 2, 1][..]), (2, &[198, 51, 100, 1][..])]);
-        let proto: Vec<_> = Attrs(tuple[1].1).collect();
+        let proto = all(tuple[1].1);
         assert_eq!(
             proto,
             [
@@ -617,8 +448,8 @@ mod tests {
                 (3, &8080u16.to_be_bytes()[..])
             ]
         );
-        let info: Vec<_> = Attrs(top[1].1).collect();
-        let tcp: Vec<_> = Attrs(info[0].1).collect();
+        let info = all(top[1].1);
+        let tcp = all(info[0].1);
         assert_eq!(tcp, [(4, &[8u8, 8][..]), (5, &[8u8, 8][..])]);
         // No CTA_PROTOINFO_TCP_STATE: the entry's state is not touched.
         assert!(tcp.iter().all(|(t, _)| *t != CTA_PROTOINFO_TCP_STATE));
@@ -653,23 +484,19 @@ mod tests {
     #[test]
     fn kernel_errors_are_named() {
         // An NLMSG_ERROR with ENOENT and an extended-ACK message, request capped.
-        let mut m = Vec::new();
-        let body_len = 16 + 4 + 16 + 12;
-        m.extend_from_slice(&(body_len as u32).to_ne_bytes());
-        m.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
-        m.extend_from_slice(&(NLM_F_CAPPED | NLM_F_ACK_TLVS).to_ne_bytes());
-        m.extend_from_slice(&[0; 8]);
-        m.extend_from_slice(&(-libc::ENOENT).to_ne_bytes());
-        m.extend_from_slice(&[0; 16]);
-        m.extend_from_slice(&12u16.to_ne_bytes());
-        m.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
-        m.extend_from_slice(b"gone\0\0\0\0");
-        let e = parse_error(&m, NLM_F_CAPPED | NLM_F_ACK_TLVS).unwrap_err();
+        let flags = NLM_F_CAPPED | NLM_F_ACK_TLVS;
+        let mut body = (-libc::ENOENT).to_ne_bytes().to_vec();
+        body.extend_from_slice(&[0; 16]);
+        body.extend_from_slice(&12u16.to_ne_bytes());
+        body.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
+        body.extend_from_slice(b"gone\0\0\0\0");
+        let mut m = message(NLMSG_ERROR, flags, 0, &body);
+        let e = parse_error(&m[16..], flags).unwrap_err();
         assert_eq!(e.name(), "no_entry");
         let text = e.to_string();
         assert!(text.contains("no conntrack entry") && text.contains("(kernel: gone)"));
         // error 0 is the ACK.
         m[16..20].copy_from_slice(&0i32.to_ne_bytes());
-        assert!(parse_error(&m, 0).is_ok());
+        assert!(parse_error(&m[16..], 0).is_ok());
     }
 }

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod engine;
 pub mod events;
 pub mod metrics;
+pub mod netlink;
 pub mod nflog;
 pub mod nfqueue;
 pub mod render;

@@ -14,7 +14,9 @@
 //! packets a second; `nflog` binds the C libnetfilter_log (a C dependency and a
 //! callback API). What is needed is small: one socket, two configuration messages,
 //! and a parser that borrows from the receive buffer ([`Messages`]), which this
-//! module is. No allocation per message.
+//! module is. No allocation per message. The socket, the framing and the attribute
+//! walk are [`crate::netlink`]'s, shared with NFQUEUE and ctnetlink; what is here is
+//! nfnetlink_log's own: its messages, attributes and configuration.
 //!
 //! Kernel behaviour relied on (include/uapi/linux/netfilter/nfnetlink_log.h,
 //! net/netfilter/nfnetlink_log.c):
@@ -29,8 +31,11 @@
 //!   partial batch waits; the instance's buffer size ([`NFULA_CFG_NLBUFSIZ`], at most
 //!   128 KiB) is what each batch is allocated with, so it is sized to the batch.
 
+use crate::netlink::{self, be32, Attrs, Socket};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+pub use crate::netlink::Malformed;
 
 /// `NFNL_SUBSYS_ULOG`: the nfnetlink subsystem of nfnetlink_log.
 pub const NFNL_SUBSYS_ULOG: u16 = 4;
@@ -73,24 +78,10 @@ pub const NFULNL_COPY_PACKET: u8 = 2;
 /// `NFULNL_CFG_F_SEQ`: number the messages of the group.
 pub const NFULNL_CFG_F_SEQ: u16 = 1;
 
-const NLMSG_HDRLEN: usize = 16;
-const NFGEN_HDRLEN: usize = 4;
-const NLA_HDRLEN: usize = 4;
-const NLA_TYPE_MASK: u16 = 0x3fff;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_OVERRUN: u16 = 4;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-
 /// The largest batch buffer the kernel accepts (`NFULNL_NLBUFSIZ` limit).
 pub const MAX_NLBUFSIZ: u32 = 131_072;
 /// The smallest (`NFULNL_NLBUFSIZ_DEFAULT`).
 pub const MIN_NLBUFSIZ: u32 = 4096;
-
-const fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
 
 /// One logged packet, borrowed from the receive buffer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -114,138 +105,49 @@ pub struct LoggedPacket<'a> {
 }
 
 /// One netlink message of a batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Item<'a> {
-    /// A logged packet.
-    Packet(LoggedPacket<'a>),
-    /// An acknowledgement (`errno` 0) or error answer to request `seq`.
-    Ack {
-        /// The request's sequence number.
-        seq: u32,
-        /// 0, or the positive errno.
-        errno: i32,
-    },
-    /// End of a multi-part batch, or any other message: nothing to do.
-    Other,
-}
+pub type Item<'a> = netlink::Item<LoggedPacket<'a>>;
 
-/// A message that does not parse: the rest of the buffer is skipped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Malformed(pub &'static str);
+/// The messages of one received datagram (one kernel batch), in order, borrowing
+/// from it.
+pub type Messages<'a> = netlink::Messages<'a, LoggedPacket<'a>>;
 
-/// The messages of one received datagram, in order, borrowing from it.
-pub struct Messages<'a> {
-    buf: &'a [u8],
-}
+impl<'a> netlink::Packet<'a> for LoggedPacket<'a> {
+    const KIND: u16 = NFNL_SUBSYS_ULOG << 8 | NFULNL_MSG_PACKET;
 
-impl<'a> Messages<'a> {
-    /// The messages in `buf` (what one `recv` returned).
-    pub fn new(buf: &'a [u8]) -> Messages<'a> {
-        Messages { buf }
-    }
-}
-
-fn u16_ne(b: &[u8], at: usize) -> u16 {
-    u16::from_ne_bytes([b[at], b[at + 1]])
-}
-
-fn u32_ne(b: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn be32(b: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(..4)?.try_into().ok()?))
-}
-
-impl<'a> Iterator for Messages<'a> {
-    type Item = Result<Item<'a>, Malformed>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.buf.len() < NLMSG_HDRLEN {
-            return None;
-        }
-        let len = u32_ne(self.buf, 0) as usize;
-        if len < NLMSG_HDRLEN || len > self.buf.len() {
-            self.buf = &[];
-            return Some(Err(Malformed("netlink message length out of bounds")));
-        }
-        let kind = u16_ne(self.buf, 4);
-        let body = &self.buf[NLMSG_HDRLEN..len];
-        self.buf = &self.buf[align4(len).min(self.buf.len())..];
-        Some(match kind {
-            NLMSG_ERROR => {
-                if body.len() < 4 + NLMSG_HDRLEN {
-                    return Some(Err(Malformed("short netlink error message")));
+    /// The attributes of one `NFULNL_MSG_PACKET`.
+    fn parse(body: &'a [u8]) -> Result<LoggedPacket<'a>, Malformed> {
+        let attrs = body
+            .get(netlink::NFGEN_HDRLEN..)
+            .ok_or(Malformed("packet message shorter than its nfgenmsg"))?;
+        let mut p = LoggedPacket::default();
+        for attr in Attrs::new(attrs) {
+            let (kind, value) = attr?;
+            match kind {
+                NFULA_PACKET_HDR if value.len() >= 3 => {
+                    p.hw_protocol = u16::from_be_bytes([value[0], value[1]]);
+                    p.hook = value[2];
                 }
-                let code = i32::from_ne_bytes(body[..4].try_into().expect("4 bytes"));
-                Ok(Item::Ack {
-                    seq: u32_ne(body, 4 + 8),
-                    errno: -code,
-                })
+                NFULA_SEQ => p.seq = be32(value),
+                NFULA_MARK => p.mark = be32(value),
+                NFULA_IFINDEX_INDEV => p.indev = be32(value),
+                NFULA_IFINDEX_OUTDEV => p.outdev = be32(value),
+                NFULA_PAYLOAD => p.payload = value,
+                NFULA_PREFIX => {
+                    let end = value.iter().position(|&b| b == 0).unwrap_or(value.len());
+                    p.prefix = Some(&value[..end]);
+                }
+                _ => {}
             }
-            NLMSG_DONE | NLMSG_OVERRUN => Ok(Item::Other),
-            k if k == (NFNL_SUBSYS_ULOG << 8 | NFULNL_MSG_PACKET) => parse_packet(body),
-            _ => Ok(Item::Other),
-        })
-    }
-}
-
-/// The attributes of one `NFULNL_MSG_PACKET` (after the netlink header).
-fn parse_packet(body: &[u8]) -> Result<Item<'_>, Malformed> {
-    let mut attrs = body
-        .get(NFGEN_HDRLEN..)
-        .ok_or(Malformed("packet message shorter than its nfgenmsg"))?;
-    let mut p = LoggedPacket::default();
-    while attrs.len() >= NLA_HDRLEN {
-        let len = usize::from(u16_ne(attrs, 0));
-        if len < NLA_HDRLEN || len > attrs.len() {
-            return Err(Malformed("attribute length out of bounds"));
         }
-        let value = &attrs[NLA_HDRLEN..len];
-        match u16_ne(attrs, 2) & NLA_TYPE_MASK {
-            NFULA_PACKET_HDR if value.len() >= 3 => {
-                p.hw_protocol = u16::from_be_bytes([value[0], value[1]]);
-                p.hook = value[2];
-            }
-            NFULA_SEQ => p.seq = be32(value),
-            NFULA_MARK => p.mark = be32(value),
-            NFULA_IFINDEX_INDEV => p.indev = be32(value),
-            NFULA_IFINDEX_OUTDEV => p.outdev = be32(value),
-            NFULA_PAYLOAD => p.payload = value,
-            NFULA_PREFIX => {
-                let end = value.iter().position(|&b| b == 0).unwrap_or(value.len());
-                p.prefix = Some(&value[..end]);
-            }
-            _ => {}
-        }
-        attrs = &attrs[align4(len).min(attrs.len())..];
+        Ok(p)
     }
-    Ok(Item::Packet(p))
 }
 
 /// Writes one nfnetlink_log configuration request for `group` with `attrs`
 /// (type, value) into `out`; returns its length.
 pub fn config_request(out: &mut [u8; 128], seq: u32, group: u16, attrs: &[(u16, &[u8])]) -> usize {
-    let mut at = NLMSG_HDRLEN;
-    // nfgenmsg: family AF_UNSPEC, version NFNETLINK_V0, res_id = group (big endian).
-    out[at] = 0;
-    out[at + 1] = 0;
-    out[at + 2..at + 4].copy_from_slice(&group.to_be_bytes());
-    at += NFGEN_HDRLEN;
-    for (kind, value) in attrs {
-        let len = NLA_HDRLEN + value.len();
-        out[at..at + 2].copy_from_slice(&(len as u16).to_ne_bytes());
-        out[at + 2..at + 4].copy_from_slice(&kind.to_ne_bytes());
-        out[at + 4..at + len].copy_from_slice(value);
-        out[at + len..at + align4(len)].fill(0);
-        at += align4(len);
-    }
-    out[0..4].copy_from_slice(&(at as u32).to_ne_bytes());
-    out[4..6].copy_from_slice(&(NFNL_SUBSYS_ULOG << 8 | NFULNL_MSG_CONFIG).to_ne_bytes());
-    out[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    out[8..12].copy_from_slice(&seq.to_ne_bytes());
-    out[12..16].copy_from_slice(&0u32.to_ne_bytes());
-    at
+    let kind = NFNL_SUBSYS_ULOG << 8 | NFULNL_MSG_CONFIG;
+    netlink::config_request(out, kind, seq, group, attrs)
 }
 
 /// How the group is set up.
@@ -283,7 +185,7 @@ impl Options {
 
 /// A netlink socket bound to one NFLOG group. Closing it (drop) unbinds the group.
 pub struct NflogSocket {
-    fd: OwnedFd,
+    sock: Socket,
     group: u16,
     seq: u32,
     rcvbuf: usize,
@@ -295,41 +197,16 @@ impl NflogSocket {
     /// timeout, message numbering; sets the receive buffer and a 200 ms receive
     /// timeout (so a thread reading it can notice a stop).
     pub fn open(opts: &Options) -> io::Result<NflogSocket> {
-        // SAFETY: plain socket(2); the fd is owned below.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_NETFILTER,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: raw is a fresh, open fd nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: a zeroed sockaddr_nl is valid (pid 0: the kernel assigns one).
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: addr is a valid sockaddr_nl for the call.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let sock = Socket::open()?;
+        sock.bind()?;
+        let rcvbuf = sock.force_rcvbuf(opts.rcvbuf).unwrap_or(0);
+        sock.set_recv_timeout(Duration::from_millis(200))?;
         let mut s = NflogSocket {
-            fd,
+            sock,
             group: opts.group,
             seq: 0,
-            rcvbuf: 0,
+            rcvbuf,
         };
-        s.rcvbuf = s.set_rcvbuf(opts.rcvbuf).unwrap_or(0);
-        s.set_timeout_ms(200)?;
         s.request(&[(NFULA_CFG_CMD, &[NFULNL_CFG_CMD_BIND][..])])?;
         let mut mode = [0u8; 6];
         mode[..4].copy_from_slice(&opts.copy_range.to_be_bytes());
@@ -359,35 +236,12 @@ impl NflogSocket {
         self.seq = self.seq.wrapping_add(1);
         let mut msg = [0u8; 128];
         let len = config_request(&mut msg, self.seq, self.group, attrs);
-        // SAFETY: msg[..len] is initialised; the kernel is the destination (pid 0).
-        let r = unsafe {
-            let mut to: libc::sockaddr_nl = std::mem::zeroed();
-            to.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                msg.as_ptr().cast(),
-                len,
-                0,
-                (&to as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        self.sock.send(&msg[..len], 0)?;
         let mut buf = vec![0u8; 1 << 17];
         for _ in 0..64 {
             let n = self.recv(&mut buf)?;
-            for item in Messages::new(&buf[..n]) {
-                if let Ok(Item::Ack { seq, errno }) = item {
-                    if seq == self.seq {
-                        return if errno == 0 {
-                            Ok(())
-                        } else {
-                            Err(io::Error::from_raw_os_error(errno))
-                        };
-                    }
-                }
+            if let Some(r) = netlink::answer(&buf[..n], self.seq) {
+                return r;
             }
         }
         Err(io::Error::new(
@@ -400,64 +254,7 @@ impl NflogSocket {
     /// `WouldBlock`/`TimedOut` after the receive timeout, `ENOBUFS` when the kernel
     /// dropped messages because the receive buffer was full.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: buf is valid for writes of buf.len() bytes.
-        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
-    }
-
-    fn set_timeout_ms(&self, ms: u32) -> io::Result<()> {
-        let tv = libc::timeval {
-            tv_sec: (ms / 1000) as libc::time_t,
-            tv_usec: ((ms % 1000) * 1000) as libc::suseconds_t,
-        };
-        // SAFETY: tv lives for the call.
-        let r = unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn set_rcvbuf(&self, bytes: usize) -> io::Result<usize> {
-        let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        let fd = self.fd.as_raw_fd();
-        // SAFETY: v lives for the call.
-        let r = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut got: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: got and len are valid for the call.
-        unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&mut got as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        Ok(got.max(0) as usize)
+        self.sock.recv(buf, 0)
     }
 }
 
@@ -471,19 +268,7 @@ impl Drop for NflogSocket {
             self.group,
             &[(NFULA_CFG_CMD, &[NFULNL_CFG_CMD_UNBIND][..])],
         );
-        // SAFETY: as in `request`.
-        unsafe {
-            let mut to: libc::sockaddr_nl = std::mem::zeroed();
-            to.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                msg.as_ptr().cast(),
-                len,
-                libc::MSG_DONTWAIT,
-                (&to as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            );
-        }
+        let _ = self.sock.send(&msg[..len], libc::MSG_DONTWAIT);
     }
 }
 

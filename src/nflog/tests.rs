@@ -1,33 +1,8 @@
 //! The parser on hand-built netlink bytes, as the kernel lays them out.
 
 use super::*;
-
-/// One attribute: header (native endian), value, padding to 4.
-fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
-    let mut a = Vec::new();
-    a.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
-    a.extend_from_slice(&kind.to_ne_bytes());
-    a.extend_from_slice(value);
-    while a.len() % 4 != 0 {
-        a.push(0);
-    }
-    a
-}
-
-/// One netlink message of `kind` with `body` (after the netlink header).
-fn message(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
-    let mut m = Vec::new();
-    m.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
-    m.extend_from_slice(&kind.to_ne_bytes());
-    m.extend_from_slice(&flags.to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(body);
-    while m.len() % 4 != 0 {
-        m.push(0);
-    }
-    m
-}
+use crate::netlink::build::{answer, attr, message};
+use crate::netlink::NLMSG_DONE;
 
 /// An NFULNL_MSG_PACKET as nfnetlink_log builds it: nfgenmsg (AF_INET, v0, group 7300),
 /// PACKET_HDR, MARK, IFINDEX_INDEV, PREFIX, SEQ and PAYLOAD (odd length: padded).
@@ -76,10 +51,8 @@ fn a_batch_of_packets_then_done() {
 
 #[test]
 fn acknowledgements_and_errors() {
-    // NLMSG_ERROR: int error, then the request's header.
-    let mut body = (-libc::EBUSY).to_ne_bytes().to_vec();
-    body.extend(&message(NFNL_SUBSYS_ULOG << 8 | NFULNL_MSG_CONFIG, 5, 9, &[])[..16]);
-    let err = message(NLMSG_ERROR, 0, 9, &body);
+    let config = NFNL_SUBSYS_ULOG << 8 | NFULNL_MSG_CONFIG;
+    let err = answer(libc::EBUSY, config, 9);
     assert_eq!(
         Messages::new(&err).collect::<Vec<_>>(),
         [Ok(Item::Ack {
@@ -87,10 +60,8 @@ fn acknowledgements_and_errors() {
             errno: libc::EBUSY
         })]
     );
-    let mut body = 0i32.to_ne_bytes().to_vec();
-    body.extend(&message(NFNL_SUBSYS_ULOG << 8 | NFULNL_MSG_CONFIG, 5, 10, &[])[..16]);
     assert_eq!(
-        Messages::new(&message(NLMSG_ERROR, 0, 10, &body)).collect::<Vec<_>>(),
+        Messages::new(&answer(0, config, 10)).collect::<Vec<_>>(),
         [Ok(Item::Ack { seq: 10, errno: 0 })]
     );
 }

@@ -5,7 +5,9 @@
 //! id, and sends a copy of it to whoever bound the queue, one netlink message per
 //! packet. This module is that socket: one bind, a few configuration messages, a
 //! parser that borrows from the receive buffer ([`Messages`]), and the two verdict
-//! messages. No allocation per packet.
+//! messages. No allocation per packet. The socket, the framing and the attribute
+//! walk are [`crate::netlink`]'s, shared with NFLOG and ctnetlink; what is here is
+//! nfnetlink_queue's own: its messages, attributes, configuration and verdicts.
 //!
 //! Own code rather than the `nfq` crate: the crate hid its socket (nfqwall found it in
 //! `/proc/self/fd` to size its receive buffer), copied no less than the whole packet,
@@ -34,8 +36,13 @@
 //! - With `NFQA_CFG_F_GSO` the kernel queues GSO packets whole, without segmenting
 //!   them or completing their checksum (`NFQA_SKB_INFO` says so).
 
+use crate::netlink::{
+    self, align4, be32, Attrs, Socket, Writer, NFGEN_HDRLEN, NLA_HDRLEN, NLMSG_HDRLEN,
+    NLM_F_REQUEST,
+};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+pub use crate::netlink::Malformed;
 
 /// `NFNL_SUBSYS_QUEUE`: the nfnetlink subsystem of nfnetlink_queue.
 pub const NFNL_SUBSYS_QUEUE: u16 = 3;
@@ -106,16 +113,6 @@ pub const NF_DROP: u32 = 0;
 /// `NF_ACCEPT`.
 pub const NF_ACCEPT: u32 = 1;
 
-const NLMSG_HDRLEN: usize = 16;
-const NFGEN_HDRLEN: usize = 4;
-const NLA_HDRLEN: usize = 4;
-const NLA_TYPE_MASK: u16 = 0x3fff;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_OVERRUN: u16 = 4;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-
 /// The length of a batch verdict message: netlink header, nfgenmsg, verdict header.
 pub const BATCH_VERDICT_LEN: usize = NLMSG_HDRLEN + NFGEN_HDRLEN + NLA_HDRLEN + 8;
 /// Room in a verdict message besides the payload.
@@ -125,10 +122,6 @@ pub const MAX_PAYLOAD: usize = 0xffff;
 /// A receive buffer that holds any one queued packet's message: the largest copy
 /// plus the headers and attributes (conntrack's nest is the largest, under 1 KiB).
 pub const RECV_BUF: usize = MAX_PAYLOAD + 4096;
-
-const fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
 
 /// One queued packet, borrowed from the receive buffer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -225,184 +218,72 @@ pub fn complete_tcp_checksum(packet: &mut [u8], tcp_at: usize) -> bool {
 }
 
 /// One netlink message of a datagram.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Item<'a> {
-    /// A queued packet.
-    Packet(QueuedPacket<'a>),
-    /// An acknowledgement (`errno` 0) or error answer to request `seq`.
-    Ack {
-        /// The request's sequence number.
-        seq: u32,
-        /// 0, or the positive errno.
-        errno: i32,
-    },
-    /// End of a multi-part message, or any other message: nothing to do.
-    Other,
-}
-
-/// A message that does not parse: the rest of the buffer is skipped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Malformed(pub &'static str);
+pub type Item<'a> = netlink::Item<QueuedPacket<'a>>;
 
 /// The messages of one received datagram, in order, borrowing from it.
-pub struct Messages<'a> {
-    buf: &'a [u8],
-}
+pub type Messages<'a> = netlink::Messages<'a, QueuedPacket<'a>>;
 
-impl<'a> Messages<'a> {
-    /// The messages in `buf` (what one `recv` returned).
-    pub fn new(buf: &'a [u8]) -> Messages<'a> {
-        Messages { buf }
-    }
-}
+impl<'a> netlink::Packet<'a> for QueuedPacket<'a> {
+    const KIND: u16 = NFNL_SUBSYS_QUEUE << 8 | NFQNL_MSG_PACKET;
 
-fn u16_ne(b: &[u8], at: usize) -> u16 {
-    u16::from_ne_bytes([b[at], b[at + 1]])
-}
-
-fn u32_ne(b: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn be32(b: &[u8], what: &'static str) -> Result<u32, Malformed> {
-    match b.get(..4) {
-        Some(v) => Ok(u32::from_be_bytes([v[0], v[1], v[2], v[3]])),
-        None => Err(Malformed(what)),
-    }
-}
-
-/// The attributes in `b`, as (type without flags, value); an attribute whose length
-/// runs out of `b` (or is below its header) ends the walk with an error.
-struct Attrs<'a> {
-    b: &'a [u8],
-}
-
-impl<'a> Iterator for Attrs<'a> {
-    type Item = Result<(u16, &'a [u8]), Malformed>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.b.len() < NLA_HDRLEN {
-            return None;
+    /// The attributes of one `NFQNL_MSG_PACKET`.
+    fn parse(body: &'a [u8]) -> Result<QueuedPacket<'a>, Malformed> {
+        if body.len() < NFGEN_HDRLEN {
+            return Err(Malformed("packet message shorter than its nfgenmsg"));
         }
-        let len = usize::from(u16_ne(self.b, 0));
-        if len < NLA_HDRLEN || len > self.b.len() {
-            self.b = &[];
-            return Some(Err(Malformed("attribute length out of bounds")));
-        }
-        let kind = u16_ne(self.b, 2) & NLA_TYPE_MASK;
-        let value = &self.b[NLA_HDRLEN..len];
-        self.b = &self.b[align4(len).min(self.b.len())..];
-        Some(Ok((kind, value)))
-    }
-}
-
-impl<'a> Iterator for Messages<'a> {
-    type Item = Result<Item<'a>, Malformed>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.buf.len() < NLMSG_HDRLEN {
-            return None;
-        }
-        let len = u32_ne(self.buf, 0) as usize;
-        if len < NLMSG_HDRLEN || len > self.buf.len() {
-            self.buf = &[];
-            return Some(Err(Malformed("netlink message length out of bounds")));
-        }
-        let kind = u16_ne(self.buf, 4);
-        let body = &self.buf[NLMSG_HDRLEN..len];
-        self.buf = &self.buf[align4(len).min(self.buf.len())..];
-        Some(match kind {
-            NLMSG_ERROR => {
-                if body.len() < 4 + NLMSG_HDRLEN {
-                    return Some(Err(Malformed("short netlink error message")));
+        let mut p = QueuedPacket {
+            queue: u16::from_be_bytes([body[2], body[3]]),
+            ..QueuedPacket::default()
+        };
+        let mut have_hdr = false;
+        for attr in Attrs::new(&body[NFGEN_HDRLEN..]) {
+            let (kind, value) = attr?;
+            match kind {
+                NFQA_PACKET_HDR => {
+                    if value.len() < 7 {
+                        return Err(Malformed("short NFQA_PACKET_HDR"));
+                    }
+                    p.id = u32::from_be_bytes([value[0], value[1], value[2], value[3]]);
+                    p.hw_protocol = u16::from_be_bytes([value[4], value[5]]);
+                    p.hook = value[6];
+                    have_hdr = true;
                 }
-                let code = i32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
-                Ok(Item::Ack {
-                    seq: u32_ne(body, 4 + 8),
-                    errno: code.saturating_neg(),
-                })
-            }
-            NLMSG_DONE | NLMSG_OVERRUN => Ok(Item::Other),
-            k if k == (NFNL_SUBSYS_QUEUE << 8 | NFQNL_MSG_PACKET) => parse_packet(body),
-            _ => Ok(Item::Other),
-        })
-    }
-}
-
-/// The attributes of one `NFQNL_MSG_PACKET` (after the netlink header).
-fn parse_packet(body: &[u8]) -> Result<Item<'_>, Malformed> {
-    if body.len() < NFGEN_HDRLEN {
-        return Err(Malformed("packet message shorter than its nfgenmsg"));
-    }
-    let mut p = QueuedPacket {
-        queue: u16::from_be_bytes([body[2], body[3]]),
-        ..QueuedPacket::default()
-    };
-    let mut have_hdr = false;
-    for attr in (Attrs {
-        b: &body[NFGEN_HDRLEN..],
-    }) {
-        let (kind, value) = attr?;
-        match kind {
-            NFQA_PACKET_HDR => {
-                if value.len() < 7 {
-                    return Err(Malformed("short NFQA_PACKET_HDR"));
+                NFQA_MARK => p.mark = be32(value).ok_or(Malformed("short NFQA_MARK"))?,
+                NFQA_IFINDEX_INDEV => {
+                    p.indev = be32(value).ok_or(Malformed("short NFQA_IFINDEX_INDEV"))?
                 }
-                p.id = u32::from_be_bytes([value[0], value[1], value[2], value[3]]);
-                p.hw_protocol = u16::from_be_bytes([value[4], value[5]]);
-                p.hook = value[6];
-                have_hdr = true;
-            }
-            NFQA_MARK => p.mark = be32(value, "short NFQA_MARK")?,
-            NFQA_IFINDEX_INDEV => p.indev = be32(value, "short NFQA_IFINDEX_INDEV")?,
-            NFQA_CAP_LEN => p.cap_len = Some(be32(value, "short NFQA_CAP_LEN")?),
-            NFQA_SKB_INFO => p.skb_info = be32(value, "short NFQA_SKB_INFO")?,
-            NFQA_PAYLOAD => p.payload = value,
-            NFQA_CT => {
-                p.ct_info.get_or_insert(0);
-                for inner in (Attrs { b: value }) {
-                    if let (CTA_STATUS, v) = inner? {
-                        p.ct_status = Some(be32(v, "short CTA_STATUS")?);
+                NFQA_CAP_LEN => {
+                    p.cap_len = Some(be32(value).ok_or(Malformed("short NFQA_CAP_LEN"))?)
+                }
+                NFQA_SKB_INFO => {
+                    p.skb_info = be32(value).ok_or(Malformed("short NFQA_SKB_INFO"))?
+                }
+                NFQA_PAYLOAD => p.payload = value,
+                NFQA_CT => {
+                    p.ct_info.get_or_insert(0);
+                    for inner in Attrs::new(value) {
+                        if let (CTA_STATUS, v) = inner? {
+                            p.ct_status = Some(be32(v).ok_or(Malformed("short CTA_STATUS"))?);
+                        }
                     }
                 }
+                NFQA_CT_INFO => {
+                    p.ct_info = Some(be32(value).ok_or(Malformed("short NFQA_CT_INFO"))?)
+                }
+                _ => {}
             }
-            NFQA_CT_INFO => p.ct_info = Some(be32(value, "short NFQA_CT_INFO")?),
-            _ => {}
         }
+        if !have_hdr {
+            return Err(Malformed("packet message without NFQA_PACKET_HDR"));
+        }
+        Ok(p)
     }
-    if !have_hdr {
-        return Err(Malformed("packet message without NFQA_PACKET_HDR"));
-    }
-    Ok(Item::Packet(p))
 }
 
-/// Writes the netlink and nfgenmsg headers of a message of `kind` for `queue` at the
-/// start of `out`; the message length is filled in by [`finish`].
-fn header(out: &mut [u8], kind: u16, flags: u16, seq: u32, queue: u16) -> usize {
-    out[4..6].copy_from_slice(&(NFNL_SUBSYS_QUEUE << 8 | kind).to_ne_bytes());
-    out[6..8].copy_from_slice(&flags.to_ne_bytes());
-    out[8..12].copy_from_slice(&seq.to_ne_bytes());
-    out[12..16].copy_from_slice(&0u32.to_ne_bytes());
-    // nfgenmsg: family AF_UNSPEC, version NFNETLINK_V0, res_id = queue (big endian).
-    out[16] = 0;
-    out[17] = 0;
-    out[18..20].copy_from_slice(&queue.to_be_bytes());
-    NLMSG_HDRLEN + NFGEN_HDRLEN
-}
-
-/// Appends one attribute at `at`; returns the new end (4-aligned).
-fn put(out: &mut [u8], at: usize, kind: u16, value: &[u8]) -> usize {
-    let len = NLA_HDRLEN + value.len();
-    out[at..at + 2].copy_from_slice(&(len as u16).to_ne_bytes());
-    out[at + 2..at + 4].copy_from_slice(&kind.to_ne_bytes());
-    out[at + 4..at + len].copy_from_slice(value);
-    out[at + len..at + align4(len)].fill(0);
-    at + align4(len)
-}
-
-fn finish(out: &mut [u8], len: usize) -> usize {
-    out[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
-    len
+/// Starts a message of `kind` for `queue` (nfgenmsg family `AF_UNSPEC`) in `out`.
+#[inline]
+fn writer(out: &mut [u8], kind: u16, flags: u16, queue: u16) -> Writer<'_> {
+    Writer::new(out, NFNL_SUBSYS_QUEUE << 8 | kind, flags, 0, 0, queue)
 }
 
 fn verdict_hdr(verdict: u32, id: u32) -> [u8; 8] {
@@ -415,11 +296,8 @@ fn verdict_hdr(verdict: u32, id: u32) -> [u8; 8] {
 /// Writes one nfnetlink_queue configuration request for `queue` with `attrs`
 /// (type, value) into `out`; returns its length.
 pub fn config_request(out: &mut [u8; 128], seq: u32, queue: u16, attrs: &[(u16, &[u8])]) -> usize {
-    let mut at = header(out, NFQNL_MSG_CONFIG, NLM_F_REQUEST | NLM_F_ACK, seq, queue);
-    for (kind, value) in attrs {
-        at = put(out, at, *kind, value);
-    }
-    finish(out, at)
+    let kind = NFNL_SUBSYS_QUEUE << 8 | NFQNL_MSG_CONFIG;
+    netlink::config_request(out, kind, seq, queue, attrs)
 }
 
 /// Writes an `NFQNL_MSG_VERDICT_BATCH`: `verdict` for every packet of `queue` still
@@ -431,9 +309,9 @@ pub fn batch_verdict(
     id: u32,
     verdict: u32,
 ) -> usize {
-    let at = header(out, NFQNL_MSG_VERDICT_BATCH, NLM_F_REQUEST, 0, queue);
-    let at = put(out, at, NFQA_VERDICT_HDR, &verdict_hdr(verdict, id));
-    finish(out, at)
+    let mut w = writer(out, NFQNL_MSG_VERDICT_BATCH, NLM_F_REQUEST, queue);
+    w.attr(NFQA_VERDICT_HDR, &verdict_hdr(verdict, id));
+    w.finish()
 }
 
 /// Writes an `NFQNL_MSG_VERDICT` for packet `id` of `queue`, with a new mark and a
@@ -451,15 +329,15 @@ pub fn verdict(
     if out.len() < need || payload.is_some_and(|p| p.len() > MAX_PAYLOAD) {
         return None;
     }
-    let at = header(out, NFQNL_MSG_VERDICT, NLM_F_REQUEST, 0, queue);
-    let mut at = put(out, at, NFQA_VERDICT_HDR, &verdict_hdr(verdict, id));
+    let mut w = writer(out, NFQNL_MSG_VERDICT, NLM_F_REQUEST, queue);
+    w.attr(NFQA_VERDICT_HDR, &verdict_hdr(verdict, id));
     if let Some(m) = mark {
-        at = put(out, at, NFQA_MARK, &m.to_be_bytes());
+        w.attr(NFQA_MARK, &m.to_be_bytes());
     }
     if let Some(p) = payload {
-        at = put(out, at, NFQA_PAYLOAD, p);
+        w.attr(NFQA_PAYLOAD, p);
     }
-    Some(finish(out, at))
+    Some(w.finish())
 }
 
 /// How the queue is set up.
@@ -488,7 +366,7 @@ pub struct OpenError {
 
 /// A netlink socket bound to one NFQUEUE queue. Dropping it unbinds the queue.
 pub struct NfqSocket {
-    fd: OwnedFd,
+    sock: Socket,
     queue: u16,
     seq: u32,
     rcvbuf: usize,
@@ -505,37 +383,10 @@ impl NfqSocket {
     /// `ENOBUFS` stays on: a receive buffer overrun is reported, not hidden.
     pub fn open(opts: &Options) -> Result<NfqSocket, OpenError> {
         let err = |what| move |source| OpenError { what, source };
-        // SAFETY: plain socket(2); the fd is owned below.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_NETFILTER,
-            )
-        };
-        if raw < 0 {
-            return Err(err("open a netfilter netlink socket")(
-                io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: raw is a fresh, open fd nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: a zeroed sockaddr_nl is valid (pid 0: the kernel assigns one).
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: addr is a valid sockaddr_nl for the call.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(err("bind the netlink socket")(io::Error::last_os_error()));
-        }
+        let sock = Socket::open().map_err(err("open a netfilter netlink socket"))?;
+        sock.bind().map_err(err("bind the netlink socket"))?;
         let mut s = NfqSocket {
-            fd,
+            sock,
             queue: opts.queue,
             seq: 0,
             rcvbuf: 0,
@@ -544,9 +395,11 @@ impl NfqSocket {
             out: vec![0u8; VERDICT_OVERHEAD + align4(MAX_PAYLOAD)].into_boxed_slice(),
         };
         s.rcvbuf = s
-            .set_rcvbuf(opts.rcvbuf)
+            .sock
+            .force_rcvbuf(opts.rcvbuf)
             .map_err(err("size the socket's receive buffer"))?;
-        s.setsockopt(libc::SOL_NETLINK, libc::NETLINK_NO_ENOBUFS, 0)
+        s.sock
+            .set_int(libc::SOL_NETLINK, libc::NETLINK_NO_ENOBUFS, 0)
             .map_err(err("keep ENOBUFS reported"))?;
         s.request(&[(NFQA_CFG_CMD, &[NFQNL_CFG_CMD_BIND, 0, 0, 0][..])])
             .map_err(err("bind the queue (is another nfqwall bound to it?)"))?;
@@ -594,25 +447,11 @@ impl NfqSocket {
         ])
     }
 
+    /// Sends to the kernel, which handles the message inline; `MSG_DONTWAIT` keeps a
+    /// failing send from waiting.
+    #[inline]
     fn send(&self, msg: &[u8]) -> io::Result<()> {
-        // SAFETY: msg is initialised; the kernel is the destination (pid 0). Sends to
-        // the kernel are handled inline; MSG_DONTWAIT keeps a failing one from waiting.
-        let r = unsafe {
-            let mut to: libc::sockaddr_nl = std::mem::zeroed();
-            to.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                msg.as_ptr().cast(),
-                msg.len(),
-                libc::MSG_DONTWAIT,
-                (&to as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        self.sock.send(msg, libc::MSG_DONTWAIT)
     }
 
     /// Sends one configuration request and waits (at most 2 s) for its
@@ -638,16 +477,8 @@ impl NfqSocket {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            for item in Messages::new(&buf[..n.min(buf.len())]) {
-                if let Ok(Item::Ack { seq, errno }) = item {
-                    if seq == self.seq {
-                        return if errno == 0 {
-                            Ok(())
-                        } else {
-                            Err(io::Error::from_raw_os_error(errno))
-                        };
-                    }
-                }
+            if let Some(r) = netlink::answer(&buf[..n.min(buf.len())], self.seq) {
+                return r;
             }
         }
         Err(io::Error::new(
@@ -662,19 +493,7 @@ impl NfqSocket {
     /// because the receive buffer was full; `EINTR` when a signal interrupted a wait.
     pub fn recv(&self, buf: &mut [u8], dontwait: bool) -> io::Result<usize> {
         let flags = libc::MSG_TRUNC | if dontwait { libc::MSG_DONTWAIT } else { 0 };
-        // SAFETY: buf is valid for writes of buf.len() bytes.
-        let n = unsafe {
-            libc::recv(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                flags,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        self.sock.recv(buf, flags)
     }
 
     /// Sends a batch verdict: `verdict` for every waiting packet with an id up to
@@ -701,41 +520,6 @@ impl NfqSocket {
         };
         self.out = out;
         r
-    }
-
-    fn setsockopt(&self, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
-        // SAFETY: v lives for the call.
-        let r = unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                level,
-                name,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn set_rcvbuf(&self, bytes: usize) -> io::Result<usize> {
-        let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        self.setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, v)?;
-        let mut got: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: got and len are valid for the call.
-        unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&mut got as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        Ok(got.max(0) as usize)
     }
 }
 

@@ -2,33 +2,8 @@
 //! lays them out.
 
 use super::*;
-
-/// One attribute: header (native endian), value, padding to 4.
-fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
-    let mut a = Vec::new();
-    a.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
-    a.extend_from_slice(&kind.to_ne_bytes());
-    a.extend_from_slice(value);
-    while a.len() % 4 != 0 {
-        a.push(0);
-    }
-    a
-}
-
-/// One netlink message of `kind` with `body` (after the netlink header).
-fn message(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
-    let mut m = Vec::new();
-    m.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
-    m.extend_from_slice(&kind.to_ne_bytes());
-    m.extend_from_slice(&flags.to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(body);
-    while m.len() % 4 != 0 {
-        m.push(0);
-    }
-    m
-}
+use crate::netlink::build::{answer, attr, message};
+use crate::netlink::{Attrs, NLMSG_DONE, NLM_F_ACK, NLM_F_REQUEST};
 
 fn packet_hdr(id: u32, proto: u16, hook: u8) -> Vec<u8> {
     let mut h = id.to_be_bytes().to_vec();
@@ -130,10 +105,11 @@ fn a_packet_without_conntrack_has_no_ct_info() {
 
 #[test]
 fn acknowledgements_and_errors() {
-    // NLMSG_ERROR: int error, then the request's header.
-    let mut body = (-libc::EOPNOTSUPP).to_ne_bytes().to_vec();
-    body.extend(&message(NFNL_SUBSYS_QUEUE << 8 | NFQNL_MSG_CONFIG, 5, 9, &[])[..16]);
-    let m = message(NLMSG_ERROR, 0, 9, &body);
+    let m = answer(
+        libc::EOPNOTSUPP,
+        NFNL_SUBSYS_QUEUE << 8 | NFQNL_MSG_CONFIG,
+        9,
+    );
     assert_eq!(
         Messages::new(&m).collect::<Vec<_>>(),
         vec![Ok(Item::Ack {
@@ -141,9 +117,7 @@ fn acknowledgements_and_errors() {
             errno: libc::EOPNOTSUPP
         })]
     );
-    let mut ok = 0i32.to_ne_bytes().to_vec();
-    ok.extend(&message(0, 0, 10, &[])[..16]);
-    let m = message(NLMSG_ERROR, 0, 10, &ok);
+    let m = answer(0, 0, 10);
     assert_eq!(
         Messages::new(&m).next(),
         Some(Ok(Item::Ack { seq: 10, errno: 0 }))
@@ -237,7 +211,7 @@ fn a_single_verdict_with_mark_and_payload() {
         u16::from_ne_bytes(m[4..6].try_into().unwrap()),
         NFNL_SUBSYS_QUEUE << 8 | NFQNL_MSG_VERDICT
     );
-    let attrs: Vec<_> = Attrs { b: &m[20..] }.map(|a| a.unwrap()).collect();
+    let attrs: Vec<_> = Attrs::new(&m[20..]).map(|a| a.unwrap()).collect();
     assert_eq!(
         attrs,
         vec![
