@@ -672,29 +672,12 @@ impl Engine {
                     flow.first_s = secs(now_ns);
                 }
                 let mut verdict = verdict;
-                let mut repair = None;
-                if flow.tcp.sack_offset().is_some() {
-                    // Behind a middlebox: learn the exact offset from segment boundaries.
-                    self.repairs.note_data(
-                        &key,
-                        side,
-                        (seg.seq, seg.payload_len, None),
-                        false,
-                        secs(now_ns),
-                    );
-                    self.note_plain_ack(&key, side, seg, options, &flow.tcp);
-                    if self.sack_in_question(&key, verdict.reason, options) {
-                        let (reason, exact, _) = self.learn_offset(
-                            &key,
-                            side,
-                            (seg, options, verdict.reason),
-                            &mut flow.tcp,
-                            now_ns,
-                        );
-                        verdict.reason = reason;
-                        repair = exact;
-                    }
-                }
+                let repair = self.learn_middlebox(
+                    (&key, side, now_ns, false),
+                    (seg, options),
+                    &mut flow.tcp,
+                    &mut verdict.reason,
+                );
                 let initiator =
                     note_flow(flow, sender_is_low, pkt, now_ns, patterns, verdict.reason);
                 let new = lookup == Lookup::Created || verdict.reopened;
@@ -937,32 +920,12 @@ impl Engine {
                 if fed {
                     flow.tcp.mark_fed(side);
                 }
-                let mut repair = None;
-                if flow.tcp.sack_offset().is_some() {
-                    // From the feed, the segments come a batch late: the learner then
-                    // proves the offset by hole votes only (see `sack_repair`).
-                    // Fed at the server's hooks, its segments are GSO packets.
-                    let unit = fed.then(|| flow.tcp.segment_unit(seg.header_len)).flatten();
-                    self.repairs.note_data(
-                        &key,
-                        side,
-                        (seg.seq, seg.payload_len, unit),
-                        fed,
-                        secs(now_ns),
-                    );
-                    self.note_plain_ack(&key, side, seg, options, &flow.tcp);
-                    if self.sack_in_question(&key, v.reason, options) {
-                        let (reason, exact, _) = self.learn_offset(
-                            &key,
-                            side,
-                            (seg, options, v.reason),
-                            &mut flow.tcp,
-                            now_ns,
-                        );
-                        v.reason = reason;
-                        repair = exact;
-                    }
-                }
+                let repair = self.learn_middlebox(
+                    (&key, side, now_ns, fed),
+                    (seg, options),
+                    &mut flow.tcp,
+                    &mut v.reason,
+                );
                 let initiator = note_flow(flow, sender_is_low, pkt, now_ns, patterns, v.reason);
                 (patterns, v.reason, initiator, repair)
             });
@@ -978,6 +941,32 @@ impl Engine {
             },
             None => Tracked::stateless(CtState::Established, Some(Reason::FlowTableFull), peer),
         }
+    }
+
+    /// Behind a middlebox (the flow showed displaced SACK), a trusted segment teaches
+    /// the offset learner: its data's boundaries, an ACK without SACK, and displaced
+    /// blocks. Returns the offset to repair this packet with, and rewrites `reason`
+    /// to what the learner concluded. `fed`: from the shadow feed, a batch late, and
+    /// seen at the server's hooks, where its segments are GSO packets.
+    fn learn_middlebox(
+        &self,
+        (key, side, now_ns, fed): (&FlowKey, usize, u64, bool),
+        (seg, options): (&wire::TcpSegment<'_>, &TcpOptions),
+        tcp: &mut TcpTracker,
+        reason: &mut Option<Reason>,
+    ) -> Option<u32> {
+        tcp.sack_offset()?;
+        let unit = fed.then(|| tcp.segment_unit(seg.header_len)).flatten();
+        let data = (seg.seq, seg.payload_len, unit);
+        self.repairs.note_data(key, side, data, fed, secs(now_ns));
+        self.note_plain_ack(key, side, seg, options, tcp);
+        if !self.sack_in_question(key, *reason, options) {
+            return None;
+        }
+        let (learned, exact, _) =
+            self.learn_offset(key, side, (seg, options, *reason), tcp, now_ns);
+        *reason = learned;
+        exact
     }
 
     /// Tells the offset learner of an ACK that carries no SACK block: the end of a
