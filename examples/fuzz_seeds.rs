@@ -18,7 +18,9 @@
 //!   inside a record, and the synthetic middlebox capture.
 //! - `config`: `rules/*.toml` and `rules/examples/*.toml`.
 
-use etherparse::{PacketBuilder, TcpOptionElement};
+#[path = "../tests/captures/middlebox.rs"]
+mod middlebox;
+
 use nfqwall::engine::LinkType;
 use nfqwall::replay::capture::CaptureReader;
 use nfqwall::wire::link::{strip, LinkPayload};
@@ -267,7 +269,7 @@ fn capture_seeds(out: &mut Out) {
             out.put("cut", &data[..end.min(data.len()) - 7]);
         }
     }
-    out.put("mbox", &pcap_raw(&middlebox_packets()));
+    out.put("mbox", &middlebox::pcap_raw(&middlebox_packets()));
 }
 
 fn config_seeds(out: &mut Out) {
@@ -284,83 +286,10 @@ fn config_seeds(out: &mut Out) {
     }
 }
 
-/// Writes a classic pcap (LINKTYPE_RAW) of the given packets, 1 ms apart.
-fn pcap_raw(packets: &[Vec<u8>]) -> Vec<u8> {
-    let mut f = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    f.extend_from_slice(&65535u32.to_le_bytes());
-    f.extend_from_slice(&101u32.to_le_bytes());
-    for (i, p) in packets.iter().enumerate() {
-        f.extend_from_slice(&1_700_000_000u32.to_le_bytes());
-        f.extend_from_slice(&(i as u32 * 1000).to_le_bytes());
-        f.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        f.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        f.extend_from_slice(p);
-    }
-    f
-}
-
-fn seg(
-    from_client: bool,
-    seq: u32,
-    ack: Option<u32>,
-    syn: bool,
-    len: usize,
-    opts: &[TcpOptionElement],
-) -> Vec<u8> {
-    let (src, dst, sp, dp) = if from_client {
-        ([192, 0, 2, 10], [198, 51, 100, 80], 51000, 80)
-    } else {
-        ([198, 51, 100, 80], [192, 0, 2, 10], 80, 51000)
-    };
-    let mut b = PacketBuilder::ipv4(src, dst, 64).tcp(sp, dp, seq, 1024);
-    if syn {
-        b = b.syn();
-    }
-    if let Some(a) = ack {
-        b = b.ack(a);
-    }
-    let b = b.options(opts).unwrap();
-    let mut out = Vec::new();
-    b.write(&mut out, &vec![0u8; len]).unwrap();
-    out
-}
-
 /// A download through a middlebox that shifts the server's sequence space by a
 /// constant and leaves the client's SACK blocks unshifted (as `tests/replay_middlebox.rs`).
 fn middlebox_packets() -> Vec<Vec<u8>> {
-    const OFFSET: u32 = 0x3d09_0000;
-    let (c, s) = (7_000u32, 2_000_000_000u32);
-    let syn_opts = [
-        TcpOptionElement::MaximumSegmentSize(1460),
-        TcpOptionElement::SelectiveAcknowledgementPermitted,
-        TcpOptionElement::WindowScale(7),
-    ];
-    let mut p = vec![
-        seg(true, c, None, true, 0, &syn_opts),
-        seg(false, s, Some(c + 1), true, 0, &syn_opts),
-        seg(true, c + 1, Some(s + 1), false, 0, &[]),
-    ];
-    for i in 0..12u32 {
-        p.push(seg(false, s + 1 + i * 100, Some(c + 1), false, 100, &[]));
-        if i >= 6 {
-            let sack = TcpOptionElement::SelectiveAcknowledgement(
-                (
-                    (s + 1 + 6 * 100).wrapping_add(OFFSET),
-                    (s + 1 + (i + 1) * 100).wrapping_add(OFFSET),
-                ),
-                [None, None, None],
-            );
-            p.push(seg(
-                true,
-                c + 1,
-                Some(s + 1 + 5 * 100),
-                false,
-                0,
-                &[TcpOptionElement::Noop, TcpOptionElement::Noop, sack],
-            ));
-        }
-    }
-    p
+    middlebox::download(12, 100)
 }
 
 fn main() {

@@ -10,11 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "captures/middlebox.rs"]
+mod middlebox;
+use middlebox::OFFSET;
+
 const BIN: &str = env!("CARGO_BIN_EXE_nfqwall");
 const PCAPS: &str = "tests/fixtures/pcaps";
 /// Bins of a timeline (`nfqwall::report::html::BINS`).
 const BINS: usize = nfqwall::report::html::BINS;
-const OFFSET: u32 = 0x3d09_0000;
 
 fn chromium() -> Option<PathBuf> {
     ["chromium", "chromium-browser", "google-chrome"]
@@ -352,83 +355,10 @@ fn shared_captures_draw_each_peer_as_replay_counts_it() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Writes a classic pcap (LINKTYPE_RAW) of the given packets, 1 ms apart.
-fn pcap(packets: &[Vec<u8>]) -> Vec<u8> {
-    let mut f = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    f.extend_from_slice(&65535u32.to_le_bytes());
-    f.extend_from_slice(&101u32.to_le_bytes());
-    for (i, p) in packets.iter().enumerate() {
-        f.extend_from_slice(&1_700_000_000u32.to_le_bytes());
-        f.extend_from_slice(&(i as u32 * 1000).to_le_bytes());
-        f.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        f.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        f.extend_from_slice(p);
-    }
-    f
-}
-
-fn seg(
-    from_client: bool,
-    seq: u32,
-    ack: Option<u32>,
-    syn: bool,
-    len: usize,
-    opts: &[etherparse::TcpOptionElement],
-) -> Vec<u8> {
-    let (src, dst, sp, dp) = if from_client {
-        ([192, 0, 2, 10], [198, 51, 100, 80], 51000, 80)
-    } else {
-        ([198, 51, 100, 80], [192, 0, 2, 10], 80, 51000)
-    };
-    let mut b = etherparse::PacketBuilder::ipv4(src, dst, 64).tcp(sp, dp, seq, 1024);
-    if syn {
-        b = b.syn();
-    }
-    if let Some(a) = ack {
-        b = b.ack(a);
-    }
-    let b = b.options(opts).unwrap();
-    let mut out = Vec::new();
-    b.write(&mut out, &vec![0u8; len]).unwrap();
-    out
-}
-
 /// The download of `tests/replay_middlebox.rs`: the client's SACK blocks are in its
 /// own sequence space, `OFFSET` away from the server's.
 fn middlebox_capture() -> Vec<u8> {
-    use etherparse::TcpOptionElement;
-    let (c, s) = (7_000u32, 2_000_000_000u32);
-    let syn_opts = [
-        TcpOptionElement::MaximumSegmentSize(1460),
-        TcpOptionElement::SelectiveAcknowledgementPermitted,
-        TcpOptionElement::WindowScale(7),
-    ];
-    let mut p = vec![
-        seg(true, c, None, true, 0, &syn_opts),
-        seg(false, s, Some(c + 1), true, 0, &syn_opts),
-        seg(true, c + 1, Some(s + 1), false, 0, &[]),
-    ];
-    for i in 0..20u32 {
-        p.push(seg(false, s + 1 + i * 1400, Some(c + 1), false, 1400, &[]));
-        if i >= 6 {
-            let sack = TcpOptionElement::SelectiveAcknowledgement(
-                (
-                    (s + 1 + 6 * 1400).wrapping_add(OFFSET),
-                    (s + 1 + (i + 1) * 1400).wrapping_add(OFFSET),
-                ),
-                [None, None, None],
-            );
-            p.push(seg(
-                true,
-                c + 1,
-                Some(s + 1 + 5 * 1400),
-                false,
-                0,
-                &[TcpOptionElement::Noop, TcpOptionElement::Noop, sack],
-            ));
-        }
-    }
-    pcap(&p)
+    middlebox::pcap_raw(&middlebox::download(20, 1400))
 }
 
 #[test]
