@@ -105,7 +105,11 @@ pub fn handle_batch(
                         engine.feed_lost();
                     }
                 }
-                engine.observe(now, meta, p.payload);
+                if p.prefix == Some(crate::rules::SACK_FEED_PREFIX.as_bytes()) {
+                    engine.observe_sack(now, meta, p.payload);
+                } else {
+                    engine.observe(now, meta, p.payload);
+                }
             }
             Ok(_) => {}
             Err(_) => {

@@ -1015,6 +1015,7 @@ impl Daemon {
                         errors: f.errors.load(Ordering::Relaxed),
                         learned: c.fed.load(Ordering::Relaxed),
                         pickups: c.fed_pickups.load(Ordering::Relaxed),
+                        sack_copies: c.fed_sack.load(Ordering::Relaxed),
                         loss_events: c.feed_losses.load(Ordering::Relaxed),
                         rcvbuf: f.rcvbuf.load(Ordering::Relaxed),
                     }),

@@ -181,6 +181,9 @@ pub struct Counters {
     pub fed: AtomicU64,
     /// Fed packets that started a flow the engine did not know (picked up).
     pub fed_pickups: AtomicU64,
+    /// SACK-bearing packets the feed copied for the offset learner
+    /// ([`Engine::observe_sack`]) that reached a flow it knows.
+    pub fed_sack: AtomicU64,
     /// Times the feed reported a loss ([`Engine::feed_lost`]).
     pub feed_losses: AtomicU64,
 }
@@ -202,6 +205,7 @@ impl Counters {
             sack_blocks_unchanged: AtomicU64::new(0),
             fed: AtomicU64::new(0),
             fed_pickups: AtomicU64::new(0),
+            fed_sack: AtomicU64::new(0),
             feed_losses: AtomicU64::new(0),
         }
     }
@@ -371,11 +375,56 @@ impl Engine {
         self.track_trusted(now_ns, &pkt, seg, options, true).reason
     }
 
+    /// Learns from a SACK-bearing segment the shadow feed copied from the peer of a
+    /// repairing service (NFLOG prefix [`crate::rules::SACK_FEED_PREFIX`]) before it
+    /// was queued: in the feed's order, after every segment the service sent before
+    /// it arrived. Only the offset learner hears of it (its blocks bound the offset
+    /// from below, see `sack_repair`); whatever conntrack thought of it, it moves no
+    /// edge and counts no verdict: its queued copy is judged as usual. Returns true
+    /// if and only if it went to a flow being learned.
+    pub fn observe_sack(&self, now_ns: u64, meta: &PacketMeta<'_>, bytes: &[u8]) -> bool {
+        let wire_len = if meta.wire_len == 0 {
+            bytes.len() as u32
+        } else {
+            meta.wire_len
+        };
+        let Ok(pkt) = wire::parse_following(
+            meta.link,
+            bytes,
+            wire_len,
+            self.follow_tunnels.load(Ordering::Relaxed),
+        ) else {
+            return false;
+        };
+        let Transport::Tcp(ref seg) = pkt.transport else {
+            return false;
+        };
+        let Ok(ref options) = seg.options else {
+            return false;
+        };
+        let blocks = options.sack.as_slice();
+        if blocks.is_empty() || seg.flags & crate::engine::analysis::tcp_flags::ACK == 0 {
+            return false;
+        }
+        let (key, sender_is_low) = FlowKey::new(pkt.src, seg.sport, pkt.dst, seg.dport, pkt.proto);
+        let Some((side, Some(range))) = self.flows.with_existing_flow(key, now_ns, |flow| {
+            let range = flow.tcp.sack_offset().map(|o| (o.low, o.high));
+            (flow.side(sender_is_low), range)
+        }) else {
+            return false;
+        };
+        self.counters.fed_sack.fetch_add(1, Ordering::Relaxed);
+        self.repairs
+            .note_fed_sack(&key, side, seg.ack, blocks, range);
+        true
+    }
+
     /// The shadow feed lost messages (a gap in their sequence numbers, or the socket
     /// overran): whatever they said is unknown, so every flow started before now is
     /// partial from here on (its tracker's judgement is no longer evidence) until a
     /// fresh SYN starts it again. Flows picked up after the loss are whole.
     pub fn feed_lost(&self) {
+        self.repairs.feed_lost();
         self.feed_epoch.fetch_add(1, Ordering::Relaxed);
         self.counters.feed_losses.fetch_add(1, Ordering::Relaxed);
     }
@@ -487,6 +536,16 @@ impl Engine {
             .and_then(|s| policy.get_service(s))
             .is_some_and(|s| s.sack_repair());
         if let (true, Transport::Tcp(seg)) = (repairs, &pkt.transport) {
+            use crate::engine::analysis::tcp_flags::{ACK, SYN};
+            if seg.flags & (SYN | ACK) == SYN
+                && tracked.ct == CtState::New
+                && d.disposition != Disposition::Drop
+            {
+                // A repairing service's flow opens: its responder's data is recorded
+                // from the start, so the first loss episode can prove the offset.
+                let (key, _) = FlowKey::new(pkt.src, seg.sport, pkt.dst, seg.dport, pkt.proto);
+                self.repairs.watch(&key, 1, secs(now_ns));
+            }
             if tracked.repair.is_none() || d.mode != Mode::Enforce {
                 let blocks = seg.options.as_ref().map_or(0, |o| o.sack.as_slice().len());
                 self.counters
@@ -955,10 +1014,13 @@ impl Engine {
         tcp: &mut TcpTracker,
         reason: &mut Option<Reason>,
     ) -> Option<u32> {
+        if !self.repairs.is_empty() {
+            // Flows watched from their SYN record data before any SACK.
+            let unit = fed.then(|| tcp.segment_unit(seg.header_len)).flatten();
+            let data = (seg.seq, seg.payload_len, unit);
+            self.repairs.note_data(key, side, data, fed, secs(now_ns));
+        }
         tcp.sack_offset()?;
-        let unit = fed.then(|| tcp.segment_unit(seg.header_len)).flatten();
-        let data = (seg.seq, seg.payload_len, unit);
-        self.repairs.note_data(key, side, data, fed, secs(now_ns));
         self.note_plain_ack(key, side, seg, options, tcp);
         if !self.sack_in_question(key, *reason, options) {
             return None;

@@ -18,23 +18,35 @@
 //!
 //! Live, the boundaries come from the shadow feed, a batch late: the newest segments
 //! may be missing when a SACK naming them is judged, so a lone candidate proves
-//! nothing there. Each loss episode then votes instead: its hole starts at the
-//! cumulative ACK, on a segment the feed showed, and if the hole is that one segment
-//! the offset is the block's left edge minus the segment's end. Two agreeing votes
-//! that outnumber any other twice make the offset exact; so does one episode whose
-//! hole vote (an upper bound) meets its fill vote (a lower bound: the first block's
-//! right edge less the first ACK without SACK past the hole). Blocks are repaired only
-//! when both edges land on fed boundaries.
+//! nothing there. Each loss episode bounds the offset instead:
+//!
+//! - from above, by its hole: the hole starts at the cumulative ACK, on a segment the
+//!   feed showed, so the block's left edge less that segment's end is at least the
+//!   offset (equal when the hole is that one segment);
+//! - from below, by the fill: the first ACK without SACK past the hole is at or past
+//!   everything the client holds, so the first block's right edge less it is at most
+//!   the offset;
+//! - from below, by what was sent: the feed's copy of a SACK-bearing ACK comes after
+//!   every segment the server sent before the ACK arrived (one NFLOG group, in hook
+//!   order), so a block's right edge less the newest segment's end is at most the
+//!   offset. When the server's window is full and it stops sending, the client's last
+//!   dupack makes this bound exact, before the hole is filled.
+//!
+//! Bounds that meet in one episode are the offset. Blocks are repaired only when both
+//! edges land on fed boundaries.
 
 use crate::engine::flow::FlowKey;
 use crate::engine::seq::SeqNumber;
 use crate::wire::tcp_options::SackBlock;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use dashmap::DashMap;
 use std::collections::VecDeque;
 
 /// Segments remembered per repaired flow: a window of 1024 full-sized segments.
 pub const RING: usize = 1024;
+
+/// Seconds a watched flow that never showed displaced SACK is kept while idle.
+pub const WATCH_IDLE_S: u32 = 10;
 
 /// Packets that must agree on a single candidate before the offset is exact.
 const CONFIRMATIONS: u8 = 2;
@@ -57,21 +69,29 @@ struct Boundaries {
 impl Boundaries {
     /// Records a segment `[start, end)` if it carries new data (retransmissions repeat
     /// boundaries already held; keeping the ring in sequence order allows search).
-    fn push(&mut self, start: SeqNumber, end: SeqNumber) {
+    /// Returns true if and only if the segment was new data (it moved the top).
+    fn push(&mut self, start: SeqNumber, end: SeqNumber) -> bool {
         if end <= start {
-            return;
+            return false;
         }
         if let Some(&(_, last_end)) = self.segments.back() {
             if start < last_end {
                 let first = end.distance_from(start).min(self.unit.unwrap_or(u32::MAX));
                 self.resent = Some((start, start + first));
-                return;
+                return false;
             }
         }
         if self.segments.len() == RING {
             self.segments.pop_front();
         }
         self.segments.push_back((start, end));
+        true
+    }
+
+    /// The end of the newest data recorded: everything the data sender had sent when
+    /// that segment was recorded.
+    fn top(&self) -> Option<SeqNumber> {
+        self.segments.back().map(|&(_, e)| e)
     }
 
     /// The recorded segment holding `seq` (`start <= seq < end`), or, with `at_end`,
@@ -164,6 +184,14 @@ struct Learner {
     /// cumulative ACK past the hole that carried no SACK (the client then held
     /// everything below it), a lower bound on the offset.
     episode_fill: Option<u32>,
+    /// The feed's loss count when the ring's top was recorded: a ceiling needs the
+    /// feed complete from there to the ACK.
+    top_epoch: u32,
+    /// The tightest sent-ceiling bound of the latest ACK judged from the feed, with
+    /// that ACK: a lower bound on the offset (see [`Learner::note_ceiling`]).
+    ceiling: Option<(SeqNumber, u32)>,
+    /// Whether the flow showed displaced SACK (else it is only watched).
+    displaced: bool,
     /// Whether `exact` came from segment boundaries or from an episode whose bounds
     /// met (then episodes do not revoke it).
     by_boundaries: bool,
@@ -318,12 +346,59 @@ impl Learner {
         }
     }
 
-    fn bounds_meet(&mut self) {
-        if let (Some(hole), Some(fill)) = (self.episode_hole, self.episode_fill) {
-            if hole == fill && !self.by_boundaries {
-                self.exact = Some(hole);
-                self.by_boundaries = true;
+    /// A SACK-bearing ACK `ack` from the side that sends the displaced blocks, seen in
+    /// the shadow feed in its order with the data sender's segments, given the
+    /// tracker's offset range and the feed's loss count `epoch`.
+    ///
+    /// The client can SACK only data the server sent before the ACK reached this
+    /// host, and the feed showed every such segment before this ACK (one NFLOG group,
+    /// logged in hook order, no loss since the ring's top was recorded). So each block
+    /// moved back by the offset ends at or below the ring's top:
+    /// `offset >= right - top`. In a loss episode the server stops sending once its
+    /// window is full, and the client's last dupack SACKs the last segment sent: the
+    /// bound is then the offset, and it meets the hole vote (an upper bound) before
+    /// the hole is filled. That proves the offset without waiting for the fill.
+    fn note_ceiling(
+        &mut self,
+        ack: SeqNumber,
+        blocks: &[SackBlock],
+        (low, high): (u32, u32),
+        epoch: u32,
+    ) {
+        let Some(top) = self.boundaries.top() else {
+            return;
+        };
+        if !self.lagging || self.top_epoch != epoch {
+            return;
+        }
+        let bound = blocks
+            .iter()
+            .map(|b| b.right.distance_from(top))
+            .filter(|off| off.wrapping_sub(low) <= high.wrapping_sub(low))
+            .max_by_key(|off| off.wrapping_sub(low));
+        let Some(bound) = bound else {
+            return;
+        };
+        self.ceiling = match self.ceiling {
+            Some((a, old)) if a == ack && old.wrapping_sub(low) >= bound.wrapping_sub(low) => {
+                Some((a, old))
             }
+            _ => Some((ack, bound)),
+        };
+        self.bounds_meet();
+    }
+
+    fn bounds_meet(&mut self) {
+        let Some(hole) = self.episode_hole else {
+            return;
+        };
+        let by_fill = self.episode_fill == Some(hole);
+        let by_ceiling = self
+            .ceiling
+            .is_some_and(|(ack, c)| Some(ack) == self.episode_ack && c == hole);
+        if (by_fill || by_ceiling) && !self.by_boundaries {
+            self.exact = Some(hole);
+            self.by_boundaries = true;
         }
     }
 
@@ -417,6 +492,8 @@ pub struct RepairTable {
     map: DashMap<FlowKey, Learner, foldhash::fast::RandomState>,
     len: AtomicUsize,
     max: usize,
+    /// Shadow-feed losses so far ([`RepairTable::feed_lost`]).
+    epoch: AtomicU32,
 }
 
 /// What learning from one packet concluded.
@@ -444,6 +521,7 @@ impl RepairTable {
             map: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             len: AtomicUsize::new(0),
             max,
+            epoch: AtomicU32::new(0),
         }
     }
 
@@ -475,7 +553,9 @@ impl RepairTable {
         }
         if let Some(mut l) = self.map.get_mut(key) {
             if usize::from(l.data_side) == side {
-                l.boundaries.push(start, start + len);
+                if l.boundaries.push(start, start + len) {
+                    l.top_epoch = self.epoch.load(Ordering::Relaxed);
+                }
                 if unit.is_some() {
                     l.boundaries.unit = unit;
                 }
@@ -495,6 +575,31 @@ impl RepairTable {
         if let Some(mut l) = self.map.get_mut(key) {
             if usize::from(l.data_side) != side {
                 l.note_fill(ack, low, high);
+            }
+        }
+    }
+
+    /// The shadow feed lost messages: a ring's top recorded before now may be stale,
+    /// so no ceiling bound uses it (see [`Learner::note_ceiling`]).
+    pub fn feed_lost(&self) {
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a SACK-bearing ACK from `side` (the side that sends the displaced
+    /// blocks of a flow being learned; no-op otherwise) as the shadow feed showed it,
+    /// in order with the data sender's segments, given the tracker's offset range.
+    pub fn note_fed_sack(
+        &self,
+        key: &FlowKey,
+        side: usize,
+        ack: SeqNumber,
+        blocks: &[SackBlock],
+        range: (u32, u32),
+    ) {
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        if let Some(mut l) = self.map.get_mut(key) {
+            if usize::from(l.data_side) != side {
+                l.note_ceiling(ack, blocks, range, epoch);
             }
         }
     }
@@ -519,36 +624,29 @@ impl RepairTable {
         room: u32,
         now_s: u32,
     ) -> Learned {
+        let watched_other_side = self
+            .map
+            .get(key)
+            .is_some_and(|l| usize::from(l.data_side) != data_side);
+        if watched_other_side {
+            // Watched from its SYN for the responder's data, but the blocks describe
+            // the initiator's: start again on the right side.
+            self.map.insert(*key, self.learner(data_side, now_s));
+        }
         if !self.map.contains_key(key) {
             if self.len() >= self.max {
                 return Learned::Unknown;
             }
             self.map.entry(*key).or_insert_with(|| {
                 self.len.fetch_add(1, Ordering::Relaxed);
-                Learner {
-                    data_side: data_side as u8,
-                    boundaries: Boundaries::default(),
-                    candidate: None,
-                    episode_ack: None,
-                    episode_left: None,
-                    episode_counted: false,
-                    last_right: None,
-                    growths: Tally::default(),
-                    gaps: Tally::default(),
-                    episode_hole: None,
-                    episode_fill: None,
-                    lagging: false,
-                    pending: [None; PENDING],
-                    by_boundaries: false,
-                    exact: None,
-                    last_s: now_s,
-                }
+                self.learner(data_side, now_s)
             });
         }
         let Some(mut l) = self.map.get_mut(key) else {
             return Learned::Unknown;
         };
         l.last_s = now_s;
+        l.displaced = true;
         l.learn_from_episode(ack, blocks, low, high);
         // A ring that lags may lack the segments at a block's edges while a wrong
         // offset a whole number of segments lower finds older ones: a lone candidate
@@ -574,11 +672,58 @@ impl RepairTable {
         }
     }
 
-    /// Forgets flows idle for more than `idle_s` seconds.
+    /// Starts recording the boundaries of `data_side`'s data of a flow that has just
+    /// opened (its SYN judged for a repairing service), before any SACK: the first
+    /// loss episode's hole and the last segment sent before it are then in the ring,
+    /// and the episode can prove the offset before the server's retransmission
+    /// timeout. Watching takes at most half the table, and a watched flow that shows
+    /// no displaced SACK is forgotten after [`WATCH_IDLE_S`] idle (a SYN flood fills
+    /// only the watched half, for that long).
+    pub fn watch(&self, key: &FlowKey, data_side: usize, now_s: u32) {
+        if self.len() >= self.max / 2 || self.map.contains_key(key) {
+            return;
+        }
+        self.map.entry(*key).or_insert_with(|| {
+            self.len.fetch_add(1, Ordering::Relaxed);
+            self.learner(data_side, now_s)
+        });
+    }
+
+    fn learner(&self, data_side: usize, now_s: u32) -> Learner {
+        Learner {
+            data_side: data_side as u8,
+            boundaries: Boundaries::default(),
+            candidate: None,
+            episode_ack: None,
+            episode_left: None,
+            episode_counted: false,
+            last_right: None,
+            growths: Tally::default(),
+            gaps: Tally::default(),
+            episode_hole: None,
+            episode_fill: None,
+            lagging: false,
+            pending: [None; PENDING],
+            top_epoch: self.epoch.load(Ordering::Relaxed),
+            ceiling: None,
+            displaced: false,
+            by_boundaries: false,
+            exact: None,
+            last_s: now_s,
+        }
+    }
+
+    /// Forgets flows idle for more than `idle_s` seconds, and watched flows that
+    /// never showed displaced SACK idle for more than [`WATCH_IDLE_S`].
     pub fn expire(&self, now_s: u32, idle_s: u32) -> usize {
         let mut removed = 0;
         self.map.retain(|_, l| {
-            let keep = now_s.saturating_sub(l.last_s) <= idle_s;
+            let idle = if l.displaced {
+                idle_s
+            } else {
+                idle_s.min(WATCH_IDLE_S)
+            };
+            let keep = now_s.saturating_sub(l.last_s) <= idle;
             removed += usize::from(!keep);
             keep
         });
@@ -1043,13 +1188,150 @@ mod tests {
         assert_eq!(t.exact(&key), None);
     }
 
+    /// The live daemon's view of a flow watched from its SYN: the server sends
+    /// `[base, base + sent * 1448)` in GSO packets of 4 segments (fed), the segment
+    /// at `hole` (and `lost - 1` after it) is lost, and the client SACKs every later
+    /// segment as it arrives, each dupack fed in order after the data and then judged.
+    /// Returns the exact offset after each dupack.
+    fn stalled_episode(
+        t: &RepairTable,
+        key: &FlowKey,
+        off: u32,
+        (base, sent): (u32, u32),
+        (hole, lost): (u32, u32),
+    ) -> Vec<Option<u32>> {
+        let range = (off.wrapping_sub(5_000_000), off.wrapping_add(5_000_000));
+        t.watch(key, 1, 0);
+        feed_gso(t, key, (base, base + sent * 1448), 4, 1448);
+        let left = base + (hole + lost) * 1448 + off;
+        (1..=sent - hole - lost)
+            .map(|n| {
+                let blk = [block(left, left + n * 1448)];
+                let ack = SeqNumber(base + hole * 1448);
+                t.note_fed_sack(key, 0, ack, &blk, range);
+                t.learn(key, 1, ack, &blk, range, 1 << 20, 0);
+                t.exact(key)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_last_dupack_of_a_stalled_episode_proves_the_offset_before_the_hole_is_filled() {
+        let t = RepairTable::new(8);
+        let key = key();
+        let off = 819_725_076u32;
+        // 200 segments in flight, the 50th lost: the server's window is full and it
+        // sends nothing more, so the client's last dupack SACKs the last segment sent.
+        let after = stalled_episode(&t, &key, off, (2_981_031_694, 200), (50, 1));
+        assert_eq!(after.len(), 149);
+        assert!(after[..148].iter().all(Option::is_none));
+        assert_eq!(after.last(), Some(&Some(off)));
+    }
+
+    #[test]
+    fn a_hole_of_two_segments_is_not_proven_by_what_was_sent() {
+        let t = RepairTable::new(8);
+        let key = key();
+        // The hole vote is one segment high; the ceiling is the offset: no proof.
+        let after = stalled_episode(&t, &key, 1_000_000, (10_000, 100), (20, 2));
+        assert!(after.iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn a_feed_loss_before_the_dupacks_proves_nothing_by_what_was_sent() {
+        let t = RepairTable::new(8);
+        let key = key();
+        let off = 1_000_000u32;
+        let range = (off.wrapping_sub(5_000_000), off.wrapping_add(5_000_000));
+        t.watch(&key, 1, 0);
+        feed_gso(&t, &key, (10_000, 10_000 + 100 * 1448), 4, 1448);
+        // Messages lost: the newest segments sent may be among them, so the ring's
+        // top is no ceiling.
+        t.feed_lost();
+        let left = 10_000 + 21 * 1448 + off;
+        for n in 1..=79 {
+            let blk = [block(left, left + n * 1448)];
+            let ack = SeqNumber(10_000 + 20 * 1448);
+            t.note_fed_sack(&key, 0, ack, &blk, range);
+            t.learn(&key, 1, ack, &blk, range, 1 << 20, 0);
+        }
+        assert_eq!(t.exact(&key), None);
+    }
+
+    #[test]
+    fn a_block_past_what_was_sent_bounds_nothing_wrongly() {
+        let t = RepairTable::new(8);
+        let key = key();
+        let off = 1_000_000u32;
+        // A forged or stale dupack naming data beyond the top: its ceiling is above
+        // the offset, equals no honest hole vote, and proves nothing.
+        let mut after = stalled_episode(&t, &key, off, (10_000, 100), (20, 1));
+        assert_eq!(after.pop(), Some(Some(off)));
+        let t = RepairTable::new(8);
+        let range = (off.wrapping_sub(5_000_000), off.wrapping_add(5_000_000));
+        t.watch(&key, 1, 0);
+        feed_gso(&t, &key, (10_000, 10_000 + 100 * 1448), 4, 1448);
+        let left = 10_000 + 21 * 1448 + off;
+        let ack = SeqNumber(10_000 + 20 * 1448);
+        for n in [1, 2, 120] {
+            let blk = [block(left, left + n * 1448)];
+            t.note_fed_sack(&key, 0, ack, &blk, range);
+            t.learn(&key, 1, ack, &blk, range, 1 << 20, 0);
+        }
+        assert_eq!(t.exact(&key), None);
+    }
+
+    #[test]
+    fn watching_takes_half_the_table_and_ends_soon_without_displaced_sack() {
+        let t = RepairTable::new(8);
+        let keys: Vec<FlowKey> = (0..8u16)
+            .map(|p| {
+                let a = "192.0.2.1".parse().unwrap();
+                FlowKey::new(a, 1000 + p, "192.0.2.2".parse().unwrap(), 80, 6).0
+            })
+            .collect();
+        for k in &keys {
+            t.watch(k, 1, 0);
+        }
+        assert_eq!(t.len(), 4);
+        // A flow with displaced SACK still gets its learner.
+        let range = (0, 5_000_000);
+        t.learn(
+            &keys[7],
+            1,
+            SeqNumber(5),
+            &[block(9_000, 10_000)],
+            range,
+            1 << 20,
+            0,
+        );
+        assert_eq!(t.len(), 5);
+        assert_eq!(t.expire(WATCH_IDLE_S + 1, 600), 4);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn a_flow_watched_for_the_other_side_starts_again_on_the_right_one() {
+        let t = RepairTable::new(8);
+        let key = key();
+        let off = 1_000_000u32;
+        t.watch(&key, 0, 0);
+        let after = stalled_episode(&t, &key, off, (10_000, 100), (20, 1));
+        // Watched for side 0's data, the blocks name side 1's: nothing recorded for
+        // side 1 in this episode, so nothing is proven from it.
+        assert!(after.iter().all(Option::is_none));
+        // Learning now records side 1's data: the next stalled episode proves.
+        let after = stalled_episode(&t, &key, off, (10_000 + 100 * 1448, 100), (20, 1));
+        assert_eq!(after.last(), Some(&Some(off)));
+    }
+
     #[test]
     fn one_episode_proves_the_offset_when_its_bounds_meet() {
         let t = RepairTable::new(8);
         let key = key();
         let off = 819_725_076u32;
         let base = 2_981_031_694u32;
-        let range = (off - 5_000_000, off + 5_000_000);
+        let range = (off.wrapping_sub(5_000_000), off.wrapping_add(5_000_000));
         // Segment `base` is lost; the client SACKs the next ones as they arrive. The
         // learner starts with the first SACK: the lost segment's first sending is
         // older than its ring, but its fast retransmission is fed.

@@ -268,6 +268,18 @@ pub fn render(config: &Config, origin: &str, family: Family) -> Ruleset {
                     feed_in.push(feed.rule(OwnChain::FeedIn, Dir::Destination, "-j RETURN"));
                     mangle_out.push(feed.rule(OwnChain::MangleOut, Dir::Source, "-j RETURN"));
                 }
+                if repairs && service.shadowed() {
+                    // A copy of each SACK-bearing segment into the feed, before it is
+                    // queued: in the one NFLOG group, after every segment the service
+                    // sent before it arrived, so the learner can bound the offset by
+                    // what was sent (`sack_repair`). Unbatched: it proves the offset
+                    // at the end of the first loss episode, before its timeout.
+                    let copy = format!(
+                        "-m tcp --tcp-option 5 -j NFLOG --nflog-prefix {SACK_FEED_PREFIX} {}",
+                        nflog_target_with(&config.daemon, 1).trim_start_matches("-j NFLOG ")
+                    );
+                    mangle.push(m.rule(OwnChain::MangleIn, Dir::Destination, &copy));
+                }
                 match plan.queueing {
                     Queueing::Judged if !service.queue.is_empty() => {
                         let target = format!(
@@ -438,6 +450,10 @@ fn nflog_target_with(d: &crate::config::DaemonConfig, threshold: u16) -> String 
         d.feed_group, d.feed_size
     )
 }
+
+/// The NFLOG prefix of the feed's copies of a repairing service's SACK-bearing
+/// segments (they are queued as well; the feed's copy only teaches the offset learner).
+pub const SACK_FEED_PREFIX: &str = "nfqwall-sack";
 
 /// The comment of the counter rule in `filter` that counts packets queued and never
 /// judged; `nfqwall run` reads its counter.

@@ -221,18 +221,19 @@ fn one_rule_per_address_and_port_range() {
     // track = "shadow" (the default here): the ESTABLISHED packets are fed, except the
     // SACK-bearing ones, which are queued.
     let feed = format!("-m tcp ! --tcp-option 5 {NFLOG} legacy-http {NFLOG_TARGET}");
-    assert_eq!(
-        clear_first(v4(&c).rules(OwnChain::MangleIn)),
-        [
-            TO_FEED.trim_end().to_string(),
-            format!("-A NFQWALL-MANGLE-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 80 {q}"),
-            format!("-A NFQWALL-MANGLE-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 80 {sack}"),
-            format!("-A NFQWALL-MANGLE-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 443 {q}"),
-            format!("-A NFQWALL-MANGLE-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 443 {sack}"),
-            format!("-A NFQWALL-MANGLE-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 8000:8080 {q}"),
-            format!("-A NFQWALL-MANGLE-IN -d 192.0.2.10/32 -p tcp -m tcp --dport 8000:8080 {sack}"),
-        ]
-    );
+    // And a copy of each SACK-bearing segment goes to the feed first, unbatched, in
+    // order with the server's data (it bounds the SACK offset by what was sent).
+    let copy = "-m tcp --tcp-option 5 -m comment --comment legacy-http -j NFLOG --nflog-prefix nfqwall-sack --nflog-group 7300 --nflog-size 128 --nflog-threshold 1";
+    let mut expected = vec![TO_FEED.trim_end().to_string()];
+    for p in ["80", "443", "8000:8080"] {
+        let m = format!("-A NFQWALL-MANGLE-IN -d 192.0.2.10/32 -p tcp -m tcp --dport {p}");
+        expected.extend([
+            format!("{m} {copy}"),
+            format!("{m} {q}"),
+            format!("{m} {sack}"),
+        ]);
+    }
+    assert_eq!(clear_first(v4(&c).rules(OwnChain::MangleIn)), expected);
     assert!(!v4(&c).has(OwnChain::RawPre) && !v4(&c).has(OwnChain::RawOut));
     let ret = "-m comment --comment legacy-http -j RETURN";
     assert_eq!(
@@ -484,9 +485,10 @@ fn install_with_the_jump_present_refills_without_adding_it() {
     assert!(plan.contains("*filter\n:NFQWALL-IN - [0:0]\n"));
     assert!(!plan.contains("-I INPUT"));
     assert!(!plan.contains("*raw"));
-    // The mark clearing, the jump to the feed and 3 ports x (queue rule, SACK rule);
-    // log-only: no drops. The feed: 3 ports x (NFLOG, RETURN) each way.
-    assert_eq!(plan.matches("-A NFQWALL-MANGLE-IN ").count(), 8);
+    // The mark clearing, the jump to the feed and 3 ports x (SACK copy to the feed,
+    // queue rule, SACK rule); log-only: no drops. The feed: 3 ports x (NFLOG, RETURN)
+    // each way.
+    assert_eq!(plan.matches("-A NFQWALL-MANGLE-IN ").count(), 11);
     assert_eq!(plan.matches("-A NFQWALL-FEED-IN ").count(), 6);
     assert_eq!(plan.matches("-A NFQWALL-MANGLE-OUT ").count(), 7);
 }

@@ -296,6 +296,10 @@ pub struct FeedStats {
     /// Flows the feed picked up that the engine did not know (older than the daemon,
     /// or expired meanwhile).
     pub pickups: u64,
+    /// SACK-bearing packets of repairing services copied for the offset learner
+    /// (they bound the offset from below in the feed's order with the server's data).
+    #[serde(default)]
+    pub sack_copies: u64,
     /// Losses reported to the engine (each made every older flow partial).
     pub loss_events: u64,
     /// The socket's receive buffer, bytes.
