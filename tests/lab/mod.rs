@@ -158,28 +158,7 @@ pub struct LabSpec {
 
 /// Path of the middlebox helper, built with the same profile as this test if missing.
 pub fn middlebox_bin() -> PathBuf {
-    // target/<profile>/deps/<test>-<hash> -> target/<profile>/examples/seqrand_middlebox
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
-    let bin = profile_dir.join("examples/seqrand_middlebox");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args([
-            "build",
-            "--example",
-            "seqrand_middlebox",
-        ]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        run(&mut cmd);
-    }
-    assert!(bin.exists(), "{} was not built", bin.display());
-    bin
+    crate::support::example_bin("seqrand_middlebox")
 }
 
 /// Python from Debian's package where it is installed (CI), else from PATH.

@@ -207,6 +207,30 @@ impl Pair {
     }
 }
 
+/// The path of the example program `name`, built with the test's profile; built now
+/// if `cargo test` did not build it (a test binary run on its own).
+pub fn example_bin(name: &str) -> std::path::PathBuf {
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/examples/<name>
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let bin = profile_dir.join("examples").join(name);
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["build", "--example", name]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        run(&mut cmd);
+    }
+    assert!(bin.exists(), "{} was not built", bin.display());
+    bin
+}
+
 /// Waits until `check` returns true, polling every 50 ms, up to `secs` seconds.
 pub fn wait_until(secs: u64, mut check: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
