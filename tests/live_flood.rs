@@ -86,7 +86,7 @@ fn live_syn_flood_from_a_million_spoofed_sources() {
     eprintln!(
         "flood: {} | legit {ok} ok, {failed} failed | judged {} | flows {} (max {MAX_FLOWS}) \
          | flow_table_full {} | unjudged kernel {} | shed {} | peers {} \
-         | RSS at start {:.1} MiB, peak {:.1} MiB | events {}",
+         | RSS at start {:.1} MiB, peak {:.1} MiB | events {} | {:.1} packets per receive call",
         report.trim(),
         n(&during, "packets") - n(&before, "packets"),
         n(&during, "flows"),
@@ -96,7 +96,9 @@ fn live_syn_flood_from_a_million_spoofed_sources() {
         n(&during, "peers"),
         n(&before, "rss_bytes") as f64 / f64::from(1 << 20),
         rss as f64 / f64::from(1 << 20),
-        during["events"]
+        during["events"],
+        n(&during["queues"][0], "packets") as f64
+            / n(&during["queues"][0], "recv_calls").max(1) as f64
     );
     assert!(
         report.starts_with(&format!("sent {SOURCES} ")),

@@ -980,6 +980,7 @@ impl Daemon {
                         shedding: q.shedding.load(Ordering::Relaxed),
                         socket_errors: q.socket_errors.load(Ordering::Relaxed),
                         socket_enobufs: q.socket_enobufs.load(Ordering::Relaxed),
+                        recv_calls: q.recv_calls.load(Ordering::Relaxed),
                         repair_skipped: q.repair_skipped.load(Ordering::Relaxed),
                         socket_lost: q.socket_lost.load(Ordering::Relaxed),
                         ct_kernel: q.ct_kernel.load(Ordering::Relaxed),

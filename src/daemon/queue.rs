@@ -1,5 +1,6 @@
 //! One NFQUEUE queue: bind it, then recv -> decide -> verdict inline on one thread,
-//! over nfqwall's own netlink layer ([`crate::nfqueue`]).
+//! over nfqwall's own netlink layer ([`crate::nfqueue`]). Each receive takes up to
+//! [`RECV_MANY`] datagrams (one queued packet each) with one `recvmmsg`.
 //!
 //! Plain accepts (no new mark, no new payload) are held and sent as one
 //! `NFQNL_MSG_VERDICT_BATCH` when the socket has nothing more to read, at
@@ -15,8 +16,8 @@ use super::{DaemonError, Shared};
 use crate::engine::{Disposition, LinkType, PacketMeta};
 use crate::events::{wall_ns, Event, EventSink, PacketEvent};
 use crate::nfqueue::{
-    complete_tcp_checksum, Batch, Item, Messages, NfqSocket, Options, QueuedPacket,
-    NFQA_SKB_CSUMNOTREADY, NF_ACCEPT, NF_DROP,
+    complete_tcp_checksum, Batch, Item, Messages, NfqSocket, Options, QueuedPacket, RecvMany,
+    NFQA_SKB_CSUMNOTREADY, NF_ACCEPT, NF_DROP, RECV_MANY, RECV_SLOT,
 };
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -37,6 +38,9 @@ pub struct QueueShared {
     pub socket_errors: AtomicU64,
     /// Of `socket_errors`, the `ENOBUFS` answers of recv.
     pub socket_enobufs: AtomicU64,
+    /// Receive system calls that returned datagrams (`packets / recv_calls` is the
+    /// mean taken per call: near 1 when the thread keeps up, up to [`RECV_MANY`]).
+    pub recv_calls: AtomicU64,
     /// SACK repairs not sent because the packet was not copied whole (cut at the copy
     /// range, or a GSO packet): sent on unrepaired.
     pub repair_skipped: AtomicU64,
@@ -119,7 +123,8 @@ pub fn run(mut sock: NfqSocket, index: usize, shared: &Shared, sink: &EventSink)
         batch: Batch::default(),
         scratch: vec![0u8; crate::nfqueue::MAX_PAYLOAD].into_boxed_slice(),
     };
-    let mut buf = vec![0u8; crate::nfqueue::RECV_BUF].into_boxed_slice();
+    // Several datagrams (one queued packet each) per system call.
+    let mut slots = RecvMany::new(RECV_MANY, RECV_SLOT);
     let mut forget_at = 0u64;
     while !shared.stop.load(Ordering::Relaxed) {
         // Wait only with no verdict held; otherwise drain what is there.
@@ -127,14 +132,21 @@ pub fn run(mut sock: NfqSocket, index: usize, shared: &Shared, sink: &EventSink)
         if !dontwait {
             qs.busy_since.store(0, Ordering::Relaxed);
         }
-        match sock.recv(&mut buf, dontwait) {
-            Ok(n) => {
+        match sock.recv_many(&mut slots, dontwait) {
+            Ok(k) => {
+                qs.recv_calls.fetch_add(1, Ordering::Relaxed);
                 let now = shared.mono_ns();
                 if now >= forget_at {
                     st.ifaces.forget();
                     forget_at = now + 5_000_000_000;
                 }
-                st.datagram(&mut sock, &buf, n, now);
+                for (slot, n) in slots.datagrams() {
+                    st.datagram(&mut sock, slot, n, now);
+                }
+                if k < RECV_MANY {
+                    // The socket had no more: nothing else to wait for.
+                    st.flush(&sock);
+                }
             }
             Err(e) => match e.raw_os_error() {
                 Some(libc::EAGAIN) => st.flush(&sock),
@@ -154,10 +166,12 @@ pub fn run(mut sock: NfqSocket, index: usize, shared: &Shared, sink: &EventSink)
     }
     // Verdict what is in hand: everything the kernel already queued to us.
     loop {
-        match sock.recv(&mut buf, true) {
-            Ok(n) => {
+        match sock.recv_many(&mut slots, true) {
+            Ok(_) => {
                 let now = shared.mono_ns();
-                st.datagram(&mut sock, &buf, n, now);
+                for (slot, n) in slots.datagrams() {
+                    st.datagram(&mut sock, slot, n, now);
+                }
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                 qs.socket_errors.fetch_add(1, Ordering::Relaxed);

@@ -251,6 +251,13 @@ pub fn render(s: &Snapshot) -> String {
             .map(|q| (l1("queue", q.queue), q.socket_enobufs)),
     );
     o.counters(
+        "queue_recv_calls",
+        "Receive system calls of each queue thread that returned packets (each takes up to 32)",
+        s.queues
+            .iter()
+            .map(|q| (l1("queue", q.queue), q.recv_calls)),
+    );
+    o.counters(
         "queue_repair_skipped",
         "SACK repairs not sent back because the queued copy was partial or a GSO packet",
         s.queues

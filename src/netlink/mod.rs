@@ -367,6 +367,60 @@ pub fn config_request(
     w.finish()
 }
 
+/// Slots for [`Socket::recv_many`]: `n` datagrams of up to `slot` bytes each, with the
+/// `recvmmsg` headers pointing at them set up once, so a receive costs the system
+/// call alone.
+pub struct RecvMany {
+    buf: Box<[u8]>,
+    /// Never read: `msgs` point into it, so it lives as long as they do.
+    #[allow(dead_code)]
+    iov: Box<[libc::iovec]>,
+    msgs: Box<[libc::mmsghdr]>,
+    slot: usize,
+    received: usize,
+}
+
+impl RecvMany {
+    /// `n` slots of `slot` bytes.
+    pub fn new(n: usize, slot: usize) -> RecvMany {
+        let n = n.max(1);
+        let mut buf = vec![0u8; n * slot].into_boxed_slice();
+        // SAFETY: all-zero iovec and mmsghdr values are valid (null pointers, zero
+        // lengths); every entry is pointed at its own slot just below.
+        let mut iov: Box<[libc::iovec]> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
+        let mut msgs: Box<[libc::mmsghdr]> =
+            (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
+        for (i, (v, m)) in iov.iter_mut().zip(msgs.iter_mut()).enumerate() {
+            v.iov_base = buf[i * slot..].as_mut_ptr().cast();
+            v.iov_len = slot;
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+        }
+        RecvMany {
+            buf,
+            iov,
+            msgs,
+            slot,
+            received: 0,
+        }
+    }
+
+    /// Datagrams one receive can take.
+    pub fn capacity(&self) -> usize {
+        self.msgs.len()
+    }
+
+    /// The datagrams of the latest receive: each slot's bytes and the datagram's
+    /// length (larger than the slot when it was cut).
+    pub fn datagrams(&self) -> impl Iterator<Item = (&[u8], usize)> + '_ {
+        self.buf
+            .chunks_exact(self.slot)
+            .zip(self.msgs.iter())
+            .take(self.received)
+            .map(|(b, m)| (b, m.msg_len as usize))
+    }
+}
+
 /// An `AF_NETLINK`/`NETLINK_NETFILTER` socket, in the network namespace of the thread
 /// that opened it. Dropping it closes it, which unbinds whatever it had bound.
 pub struct Socket {
@@ -496,6 +550,33 @@ impl Socket {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    /// Receives up to [`RecvMany::capacity`] datagrams with one `recvmmsg(2)` into
+    /// `into`'s slots (with `MSG_TRUNC` in `flags`, each length is the datagram's
+    /// even when its slot was shorter). Returns how many were received; an error only
+    /// when none was (an error after the first is reported by the next call, as
+    /// `recvmmsg` does).
+    #[inline]
+    pub fn recv_many(&self, into: &mut RecvMany, flags: libc::c_int) -> io::Result<usize> {
+        // SAFETY: `into.msgs` point into `into.iov`, which point into disjoint slots
+        // of `into.buf`; all three are heap allocations owned by `into` and never
+        // reallocated, and `&mut` keeps anyone else from touching them for the call.
+        let r = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                into.msgs.as_mut_ptr(),
+                into.msgs.len() as libc::c_uint,
+                flags,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            into.received = 0;
+            return Err(io::Error::last_os_error());
+        }
+        into.received = r as usize;
+        Ok(into.received)
     }
 
     /// Receives one datagram into `buf` with `flags`; returns what `recv(2)` does

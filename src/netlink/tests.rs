@@ -138,3 +138,45 @@ fn the_writer_lays_out_headers_attributes_and_nests() {
     assert_eq!(&f.body[..4], &[0, 0, 0x1c, 0x84]);
     assert_eq!(len, 16 + 4 + 8);
 }
+
+/// Three requests the kernel refuses (an unknown nfnetlink_queue message), each
+/// answered in its own datagram: one `recv_many` takes all three, each into its slot;
+/// a slot too short gets the datagram's full length, so the caller sees it was cut.
+/// Needs no privilege: without CAP_NET_ADMIN the answers are `EPERM`.
+#[test]
+fn one_receive_takes_several_datagrams_each_in_its_slot() {
+    let sock = Socket::open().expect("netlink socket");
+    sock.bind().expect("bind");
+    for seq in 1..=3u32 {
+        let req = message(0x0300 | 0x7f, NLM_F_REQUEST | NLM_F_ACK, seq, &[0u8; 4]);
+        sock.send(&req, 0).expect("send");
+    }
+    let mut slots = RecvMany::new(4, 512);
+    let got = sock
+        .recv_many(&mut slots, libc::MSG_TRUNC | libc::MSG_DONTWAIT)
+        .expect("three answers waiting");
+    assert_eq!(got, 3);
+    let got: Vec<(&[u8], usize)> = slots.datagrams().collect();
+    assert_eq!(got.len(), 3);
+    for (i, seq) in (1..=3u32).enumerate() {
+        let (slot, len) = got[i];
+        let e = answer(&slot[..len], seq)
+            .unwrap_or_else(|| panic!("slot {i} holds no answer to request {seq}"))
+            .unwrap_err();
+        assert!(e.raw_os_error().is_some_and(|n| n > 0), "{e}");
+    }
+    // Nothing more: would block.
+    let e = sock.recv_many(&mut slots, libc::MSG_DONTWAIT).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    assert_eq!(slots.datagrams().count(), 0);
+    // A slot shorter than the answer: cut, and its length says so.
+    let mut short = RecvMany::new(2, 16);
+    let req = message(0x0300 | 0x7f, NLM_F_REQUEST | NLM_F_ACK, 9, &[0u8; 4]);
+    sock.send(&req, 0).expect("send");
+    let got = sock
+        .recv_many(&mut short, libc::MSG_TRUNC | libc::MSG_DONTWAIT)
+        .expect("one answer");
+    assert_eq!(got, 1);
+    let (_, len) = short.datagrams().next().unwrap();
+    assert!(len > 16, "a cut datagram reports its length: {len}");
+}

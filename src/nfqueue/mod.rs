@@ -42,7 +42,7 @@ use crate::netlink::{
 };
 use std::io;
 
-pub use crate::netlink::Malformed;
+pub use crate::netlink::{Malformed, RecvMany};
 
 /// `NFNL_SUBSYS_QUEUE`: the nfnetlink subsystem of nfnetlink_queue.
 pub const NFNL_SUBSYS_QUEUE: u16 = 3;
@@ -122,6 +122,13 @@ pub const MAX_PAYLOAD: usize = 0xffff;
 /// A receive buffer that holds any one queued packet's message: the largest copy
 /// plus the headers and attributes (conntrack's nest is the largest, under 1 KiB).
 pub const RECV_BUF: usize = MAX_PAYLOAD + 4096;
+
+/// A receive slot of the queue threads' multi-datagram receive: one packet message
+/// with the daemon's copy range (512 bytes) and every attribute the kernel adds, with
+/// room to spare (a longer datagram is cut and counted).
+pub const RECV_SLOT: usize = 4096;
+/// Datagrams a queue thread takes per receive call.
+pub const RECV_MANY: usize = 32;
 
 /// One queued packet, borrowed from the receive buffer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -494,6 +501,19 @@ impl NfqSocket {
     pub fn recv(&self, buf: &mut [u8], dontwait: bool) -> io::Result<usize> {
         let flags = libc::MSG_TRUNC | if dontwait { libc::MSG_DONTWAIT } else { 0 };
         self.sock.recv(buf, flags)
+    }
+
+    /// Receives up to `into.capacity()` datagrams with one system call (see
+    /// [`netlink::RecvMany::datagrams`]); returns how many. Without `dontwait` it waits
+    /// for the first only (`MSG_WAITFORONE`) and returns what else is there; errors as
+    /// [`Self::recv`].
+    pub fn recv_many(&self, into: &mut netlink::RecvMany, dontwait: bool) -> io::Result<usize> {
+        let wait = if dontwait {
+            libc::MSG_DONTWAIT
+        } else {
+            libc::MSG_WAITFORONE
+        };
+        self.sock.recv_many(into, libc::MSG_TRUNC | wait)
     }
 
     /// Sends a batch verdict: `verdict` for every waiting packet with an id up to

@@ -94,6 +94,9 @@ pub struct QueueStats {
     /// not deliver queued packets (their ids count in `socket_lost`).
     #[serde(default)]
     pub socket_enobufs: u64,
+    /// Receive system calls that returned datagrams (each takes up to 32).
+    #[serde(default)]
+    pub recv_calls: u64,
     /// SACK repairs not sent because the packet was not copied whole (cut at the
     /// copy range, or a GSO packet).
     #[serde(default)]
