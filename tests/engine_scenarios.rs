@@ -1121,3 +1121,48 @@ fn a_proven_middlebox_flow_is_due_for_handback_once() {
         assert!(got.iter().all(|(_, due)| !due), "{what}: {got:?}");
     }
 }
+
+/// Only the client's direction queued (a service that queues ESTABLISHED, no feed):
+/// conntrack accepted every segment against both windows, and nfqwall, which never
+/// saw the server send, knows no window to hold them to. Bulk data beyond what the
+/// SYN's ACK implied is then no doubt (before, every segment was
+/// `seq_far_outside_window` or `slightly_beyond_window`). A segment far past them
+/// given INVALID is still judged, and not vouched for.
+#[test]
+fn a_one_sided_view_of_accepted_data_raises_no_window_doubt() {
+    let engine = engine(Mode::Enforce);
+    let d = seen(&engine, 1, CtState::New, syn());
+    assert_eq!(d.reason, None);
+    let server_isn = 5_000_000u32;
+    let mut reasons = std::collections::BTreeMap::<String, u32>::new();
+    for i in 0..2_000u32 {
+        let d = seen(
+            &engine,
+            2 + u64::from(i),
+            CtState::Established,
+            Seg {
+                seq: ISN + 1 + i * 1448,
+                ack: Some(server_isn + 1),
+                len: 1448,
+                ..templ()
+            },
+        );
+        if let Some(r) = d.reason {
+            *reasons.entry(r.name().to_string()).or_default() += 1;
+        }
+    }
+    assert!(reasons.is_empty(), "doubts on accepted data: {reasons:?}");
+    let d = seen(
+        &engine,
+        5_000,
+        CtState::Invalid,
+        Seg {
+            seq: ISN + 1 + 2_000 * 1448 + (1 << 28),
+            ack: Some(server_isn + 1),
+            len: 1448,
+            ..templ()
+        },
+    );
+    assert_eq!(d.reason.map(|r| r.name()), Some("not_proven_benign"));
+    assert_ne!(d.disposition, nfqwall::engine::Disposition::Vouch);
+}

@@ -975,7 +975,9 @@ impl Engine {
                 let patterns = flow
                     .analysis
                     .on_segment(if side == 0 { Side::First } else { Side::Second }, &info);
-                let mut v = flow.tcp.on_segment(&tracker_segment(side, seg, options));
+                let mut v = flow
+                    .tcp
+                    .on_accepted_segment(&tracker_segment(side, seg, options));
                 if fed {
                     flow.tcp.mark_fed(side);
                 }

@@ -311,6 +311,19 @@ impl TcpTracker {
 
     /// Judges one segment and learns from it. Hostile segments teach nothing.
     pub fn on_segment(&mut self, seg: &Segment<'_>) -> Verdict {
+        self.judge_and_learn(seg, false)
+    }
+
+    /// [`TcpTracker::on_segment`] for a segment conntrack accepted as ESTABLISHED. It
+    /// checked the segment against both directions' windows; where nfqwall never saw
+    /// the receiver send (live, the server's segments are neither queued nor fed), it
+    /// knows no window to check the sequence against and does not pretend to: only the
+    /// ACK checks apply, and the segment teaches its edges.
+    pub fn on_accepted_segment(&mut self, seg: &Segment<'_>) -> Verdict {
+        self.judge_and_learn(seg, true)
+    }
+
+    fn judge_and_learn(&mut self, seg: &Segment<'_>, accepted: bool) -> Verdict {
         if !flags_are_valid(seg.flags) {
             return Verdict::because(Reason::ImpossibleFlags(seg.flags));
         }
@@ -347,7 +360,7 @@ impl TcpTracker {
         }
 
         let fine_state = self.state;
-        let verdict = self.check_window(seg);
+        let verdict = self.check_window(seg, accepted);
         if matches!(verdict.reason, Some(r) if r.class() == crate::engine::reason::Class::Hostile) {
             return verdict;
         }
@@ -566,7 +579,10 @@ impl TcpTracker {
     ///
     /// then the SACK blocks. Where conntrack stops at the first failure with
     /// INVALID, each failure here is matched to the benign pattern that explains it.
-    fn check_window(&mut self, seg: &Segment<'_>) -> Verdict {
+    ///
+    /// `accepted`: conntrack accepted the segment; then I and II need a window the
+    /// receiver was seen to offer.
+    fn check_window(&mut self, seg: &Segment<'_>, accepted: bool) -> Verdict {
         let s = seg.from & 1;
         let r = s ^ 1;
         let snd = self.ends[s];
@@ -577,7 +593,8 @@ impl TcpTracker {
         let seq_end = seg.seq + seg.seq_len();
         let slack = rcv.maxwin.max(MIN_SLACK);
 
-        if snd.has(seen::ANY) && rcv.has(seen::ANY) {
+        let window_unseen = accepted && !rcv.has(seen::OWN);
+        if snd.has(seen::ANY) && rcv.has(seen::ANY) && !window_unseen {
             // I: over the upper bound.
             if seq_end > snd.maxend && seg.seq_len() > 0 {
                 if seg.payload_len == 1 && seg.seq == snd.end && window_of(&rcv) == 0 {
