@@ -2,12 +2,15 @@
 //! over nfqwall's own netlink layer ([`crate::nfqueue`]). Each receive takes up to
 //! [`RECV_MANY`] datagrams (one queued packet each) with one `recvmmsg`.
 //!
-//! Plain accepts (no new mark, no new payload) are held and sent as one
-//! `NFQNL_MSG_VERDICT_BATCH` when the socket has nothing more to read, at
-//! [`Batch::MAX`] packets, and before the thread waits again; a drop, a new mark or a
-//! rewritten payload is sent at once as its own `NFQNL_MSG_VERDICT`. Packets are
-//! handled in id order, so each of those went out before any batch whose id covers
-//! it.
+//! Accepts are held and sent as one `NFQNL_MSG_VERDICT_BATCH` when the socket has
+//! nothing more to read, at [`Batch::MAX`] packets, before the thread waits again, and
+//! when the next accept sets another mark: plain ones, and pass-ons that clear
+//! nfqwall's bits, whose batch carries the one mark they all set (`NFQA_MARK`). A
+//! drop, a vouch (its mark is evidence for that packet only) or a rewritten payload is
+//! sent at once as its own `NFQNL_MSG_VERDICT`. Packets are handled in id order, so
+//! each of those went out before any batch whose id covers it; packets no verdict of
+//! this thread is meant for (lost messages, a verdict that could not be sent) are
+//! accepted by a plain batch of their own first, so that no batch's mark reaches them.
 
 use super::ct::{self, CtSource};
 use super::iface::IfaceNames;
@@ -215,8 +218,13 @@ impl State<'_> {
         for item in Messages::new(&buf[..n]) {
             match item {
                 Ok(Item::Packet(p)) => {
-                    if self.handle(sock, &p, now) && self.batch.push(p.id) {
-                        self.flush(sock);
+                    if let Some(mark) = self.handle(sock, &p, now) {
+                        if !self.batch.is_empty() && self.batch.mark() != mark {
+                            self.flush(sock);
+                        }
+                        if self.batch.push_marked(p.id, mark) {
+                            self.flush(sock);
+                        }
                     }
                 }
                 // A verdict the kernel refused (no NLM_F_ACK is asked for, so only
@@ -232,23 +240,42 @@ impl State<'_> {
         }
     }
 
-    /// Sends the held plain accepts as one batch verdict.
+    /// Sends the held accepts as one batch verdict, with their mark if they set one.
     fn flush(&mut self, sock: &NfqSocket) {
-        if let Some(id) = self.batch.take() {
-            if sock.batch_verdict(id, NF_ACCEPT).is_err() {
-                // Retried once; if that fails too, the next batch covers them.
-                if sock.batch_verdict(id, NF_ACCEPT).is_err() {
-                    self.ctx.qs.socket_errors.fetch_add(1, Ordering::Relaxed);
-                }
+        if let Some((id, mark)) = self.batch.take_marked() {
+            let send = || match mark {
+                None => sock.batch_verdict(id, NF_ACCEPT),
+                Some(m) => sock.batch_verdict_marked(id, NF_ACCEPT, m),
+            };
+            // Retried once; if that fails too, the next batch covers them.
+            if send().is_err() && send().is_err() {
+                self.ctx.qs.socket_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
-    /// Judges one packet. Returns `true` for a plain accept (to be batched); any
-    /// other verdict was sent here. No allocation, no lock held across I/O, no
-    /// blocking send: events go through `try_send`.
+    /// Accepts, with the marks they were queued with, the waiting packets up to `id`
+    /// that no verdict of this thread is meant for (their messages were lost, or
+    /// their own verdict could not be sent): a marked batch must not cover them.
+    /// Their state bits then tell the host's rules they were not judged.
+    fn accept_unjudged_up_to(&mut self, sock: &NfqSocket, id: u32) {
+        self.flush(sock);
+        if id > 0 && sock.batch_verdict(id, NF_ACCEPT).is_err() {
+            self.ctx.qs.socket_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Judges one packet. Returns `Some(mark)` for an accept to be batched (`mark`:
+    /// the new mark it sets, `None` for none); any other verdict was sent here. No
+    /// allocation, no lock held across I/O, no blocking send: events go through
+    /// `try_send`.
     #[inline]
-    fn handle(&mut self, sock: &mut NfqSocket, p: &QueuedPacket<'_>, now: u64) -> bool {
+    fn handle(
+        &mut self,
+        sock: &mut NfqSocket,
+        p: &QueuedPacket<'_>,
+        now: u64,
+    ) -> Option<Option<u32>> {
         let Ctx { qs, shared, sink } = self.ctx;
         qs.busy_since.store(now.max(1), Ordering::Relaxed);
         qs.packets.fetch_add(1, Ordering::Relaxed);
@@ -256,6 +283,7 @@ impl State<'_> {
         let last = qs.last_id.swap(id, Ordering::Relaxed);
         if last != 0 && id > last + 1 {
             qs.socket_lost.fetch_add(id - last - 1, Ordering::Relaxed);
+            self.accept_unjudged_up_to(sock, p.id.wrapping_sub(1));
         }
         let engine = &*shared.engine;
         let marks = shared.marks;
@@ -352,18 +380,21 @@ impl State<'_> {
             KernelVerdict::Accept => NF_ACCEPT,
             KernelVerdict::Drop => NF_DROP,
         };
-        if verdict == NF_ACCEPT && new_mark.is_none() && rewritten.is_none() {
-            return true;
+        // Accepts batch, a new mark included, unless it vouches: a batch's mark goes
+        // to every packet waiting up to its id, and only this packet has evidence.
+        let vouches = new_mark.is_some_and(|m| m & marks.vouch != 0);
+        if verdict == NF_ACCEPT && rewritten.is_none() && !vouches {
+            return Some(new_mark);
         }
         let body = rewritten.map(|len| &self.scratch[..len]);
         if sock.verdict(p.id, verdict, new_mark, body).is_err()
             && sock.verdict(p.id, verdict, new_mark, body).is_err()
         {
-            // Retried once. Left waiting, the packet goes with the next batch verdict:
-            // accepted with the mark it was queued with, whose state bits tell the
-            // host's rules it was not judged (as a shed packet).
+            // Retried once. Accepted now with the mark it was queued with, whose state
+            // bits tell the host's rules it was not judged (as a shed packet).
             qs.socket_errors.fetch_add(1, Ordering::Relaxed);
+            self.accept_unjudged_up_to(sock, p.id);
         }
-        false
+        None
     }
 }

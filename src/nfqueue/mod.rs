@@ -115,6 +115,8 @@ pub const NF_ACCEPT: u32 = 1;
 
 /// The length of a batch verdict message: netlink header, nfgenmsg, verdict header.
 pub const BATCH_VERDICT_LEN: usize = NLMSG_HDRLEN + NFGEN_HDRLEN + NLA_HDRLEN + 8;
+/// The length of a batch verdict message that also sets every packet's mark.
+pub const BATCH_VERDICT_MARK_LEN: usize = BATCH_VERDICT_LEN + NLA_HDRLEN + 4;
 /// Room in a verdict message besides the payload.
 pub const VERDICT_OVERHEAD: usize = NLMSG_HDRLEN + NFGEN_HDRLEN + (NLA_HDRLEN + 8) * 2 + 4;
 /// The largest payload a verdict carries (the kernel refuses more than 64 KiB).
@@ -321,6 +323,21 @@ pub fn batch_verdict(
     w.finish()
 }
 
+/// [`batch_verdict`] that also sets the mark of every packet it covers to `mark`
+/// (the kernel applies one `NFQA_MARK` to the whole batch).
+pub fn batch_verdict_marked(
+    out: &mut [u8; BATCH_VERDICT_MARK_LEN],
+    queue: u16,
+    id: u32,
+    verdict: u32,
+    mark: u32,
+) -> usize {
+    let mut w = writer(out, NFQNL_MSG_VERDICT_BATCH, NLM_F_REQUEST, queue);
+    w.attr(NFQA_VERDICT_HDR, &verdict_hdr(verdict, id));
+    w.attr(NFQA_MARK, &mark.to_be_bytes());
+    w.finish()
+}
+
 /// Writes an `NFQNL_MSG_VERDICT` for packet `id` of `queue`, with a new mark and a
 /// replacement payload if given, into `out` (at least [`VERDICT_OVERHEAD`] plus the
 /// payload long). Returns its length, or `None` when the payload does not fit.
@@ -524,6 +541,14 @@ impl NfqSocket {
         self.send(&msg[..len])
     }
 
+    /// Sends a batch verdict that sets the mark of every packet it covers: `verdict`
+    /// and `mark` for every waiting packet with an id up to `id`. Never waits.
+    pub fn batch_verdict_marked(&self, id: u32, verdict: u32, mark: u32) -> io::Result<()> {
+        let mut msg = [0u8; BATCH_VERDICT_MARK_LEN];
+        let len = batch_verdict_marked(&mut msg, self.queue, id, verdict, mark);
+        self.send(&msg[..len])
+    }
+
     /// Sends a verdict on packet `id`, with a new mark and a replacement payload if
     /// given. Never waits.
     pub fn verdict(
@@ -557,15 +582,18 @@ impl Drop for NfqSocket {
     }
 }
 
-/// Plain accepts waiting to go out as one batch verdict. A batch verdict with id N
-/// covers every packet still waiting with an id up to N, so a packet whose verdict
-/// is not a plain accept must have had its own verdict sent before the batch that
-/// follows it: the queue thread sends those at once, in id order, and only pushes
-/// plain accepts here.
+/// Accepts waiting to go out as one batch verdict: plain ones (no mark), or ones
+/// that all set the same new mark. A batch verdict with id N covers every packet
+/// still waiting with an id up to N, so a packet whose verdict differs (a drop, a
+/// vouch, a rewritten payload, another mark) must have had its own verdict sent, or
+/// the batch before it flushed, before the batch that follows it: the queue thread
+/// sends those at once, in id order, and pushes here only accepts with this batch's
+/// mark.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Batch {
     last: u32,
     len: u32,
+    mark: Option<u32>,
 }
 
 impl Batch {
@@ -574,9 +602,23 @@ impl Batch {
 
     /// Adds a plain accept of packet `id`; returns whether the batch is full.
     pub fn push(&mut self, id: u32) -> bool {
+        self.push_marked(id, None)
+    }
+
+    /// Adds an accept of packet `id` that sets `mark` (`None`: keeps the packet's);
+    /// returns whether the batch is full. The caller flushes first when `mark`
+    /// differs from [`Batch::mark`] of a batch that holds any.
+    pub fn push_marked(&mut self, id: u32, mark: Option<u32>) -> bool {
+        debug_assert!(self.len == 0 || self.mark == mark);
         self.last = id;
         self.len += 1;
+        self.mark = mark;
         self.len >= Self::MAX
+    }
+
+    /// The mark the held accepts set (`None`: plain accepts).
+    pub fn mark(&self) -> Option<u32> {
+        self.mark
     }
 
     /// Accepts held.
@@ -591,9 +633,15 @@ impl Batch {
 
     /// Takes the batch: the id to send it with, if any was held.
     pub fn take(&mut self) -> Option<u32> {
-        let id = (self.len > 0).then_some(self.last);
+        self.take_marked().map(|(id, _)| id)
+    }
+
+    /// Takes the batch: the id to send it with and the mark it sets, if any was held.
+    pub fn take_marked(&mut self) -> Option<(u32, Option<u32>)> {
+        let taken = (self.len > 0).then_some((self.last, self.mark));
         self.len = 0;
-        id
+        self.mark = None;
+        taken
     }
 }
 

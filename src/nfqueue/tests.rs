@@ -259,6 +259,33 @@ fn a_config_request_binds_with_the_queue_in_res_id() {
 }
 
 #[test]
+fn a_marked_batch_verdict_adds_the_mark_attribute() {
+    let mut out = [0u8; BATCH_VERDICT_MARK_LEN];
+    let len = batch_verdict_marked(&mut out, 3, 0x0102_0304, NF_ACCEPT, 0x0a0b_0c0d);
+    assert_eq!(len, 40);
+    assert_eq!(u32::from_ne_bytes([out[0], out[1], out[2], out[3]]), 40);
+    // The plain batch verdict's bytes, then NFQA_MARK with the mark, big endian.
+    let mut plain = [0u8; BATCH_VERDICT_LEN];
+    let n = batch_verdict(&mut plain, 3, 0x0102_0304, NF_ACCEPT);
+    assert_eq!(&out[4..n], &plain[4..n]);
+    assert_eq!(&out[n..n + 2], &8u16.to_ne_bytes());
+    assert_eq!(&out[n + 2..n + 4], &NFQA_MARK.to_ne_bytes());
+    assert_eq!(&out[n + 4..len], &[0x0a, 0x0b, 0x0c, 0x0d]);
+}
+
+#[test]
+fn a_batch_hands_back_the_mark_its_accepts_set() {
+    let mut b = Batch::default();
+    assert!(!b.push_marked(7, Some(0x40)));
+    assert!(!b.push_marked(8, Some(0x40)));
+    assert_eq!(b.mark(), Some(0x40));
+    assert_eq!(b.take_marked(), Some((8, Some(0x40))));
+    assert_eq!(b.mark(), None, "an empty batch sets no mark");
+    assert!(!b.push(9));
+    assert_eq!(b.take_marked(), Some((9, None)));
+}
+
+#[test]
 fn a_batch_holds_at_most_max_and_hands_its_last_id() {
     let mut b = Batch::default();
     assert_eq!(b.take(), None);
