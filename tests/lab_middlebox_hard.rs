@@ -28,8 +28,11 @@ const COMPLETE_SECS: u32 = 90;
 /// is all the ratio needs.
 const BASELINE_SECS: u32 = 20;
 const LONG_SECS: u32 = 240;
-/// curl's rate for the long transfer: 20 MiB in about 140 s.
-const LONG_RATE: &str = "150k";
+/// The middlebox's rate toward the client in the long transfer: 20 MiB in about
+/// 140 s (a token bucket on its link; load only makes the transfer longer).
+const LONG_RATE: &str = "1200kbit";
+/// The "longer than two minutes".
+const LONG_MIN_SECS: f64 = 120.0;
 /// Bytes after which the middlebox forges the RST in the long transfer (about 100 s
 /// in, in its last minute).
 const LONG_RST_AFTER: u64 = 15_000_000;
@@ -82,7 +85,8 @@ fn run_case(case: &Case, seed: u32) -> Outcome {
     let prefix = format!("l9{seed}");
     let lab = Lab::new(&prefix, &spec);
     let dl = if case.long {
-        lab.download_at(LONG_SECS, Some(LONG_RATE))
+        lab.shape_to_client(LONG_RATE);
+        lab.download_at(LONG_SECS, None)
     } else if case.nfqwall {
         lab.download_at(COMPLETE_SECS, None)
     } else {
@@ -312,6 +316,11 @@ fn middlebox_lab_harder_conditions() {
         );
         if r.mb_log.contains("inject-rst ") {
             assert_eq!(r.rst_dropped, 1, "{name}: the forged RST was not dropped");
+            assert!(
+                r.dl.secs > LONG_MIN_SECS,
+                "{name}: the long transfer took {:.1} s, not over {LONG_MIN_SECS} s",
+                r.dl.secs
+            );
         }
     }
     assert!(

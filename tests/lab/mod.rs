@@ -409,6 +409,15 @@ impl Lab {
         self.download_at(max_secs, None)
     }
 
+    /// Shapes the middlebox's link toward the client to `rate` (`tc` token bucket,
+    /// e.g. `1200kbit`): a transfer then takes as long as its size says, whatever
+    /// the client (curl's own `--limit-rate` overshot by 1.7x in one run).
+    pub fn shape_to_client(&self, rate: &str) {
+        self.mb.sh(&format!(
+            "tc qdisc add dev m0 root tbf rate {rate} burst 16k latency 400ms"
+        ));
+    }
+
     /// [`Lab::download`] at most at `rate` (curl's `--limit-rate`, e.g. `150k`).
     pub fn download_at(&self, max_secs: u32, rate: Option<&str>) -> Download {
         let limit = rate.map_or(String::new(), |r| format!("--limit-rate {r}"));
