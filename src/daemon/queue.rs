@@ -243,10 +243,7 @@ impl State<'_> {
     /// Sends the held accepts as one batch verdict, with their mark if they set one.
     fn flush(&mut self, sock: &NfqSocket) {
         if let Some((id, mark)) = self.batch.take_marked() {
-            let send = || match mark {
-                None => sock.batch_verdict(id, NF_ACCEPT),
-                Some(m) => sock.batch_verdict_marked(id, NF_ACCEPT, m),
-            };
+            let send = || sock.batch_verdict(id, NF_ACCEPT, mark);
             // Retried once; if that fails too, the next batch covers them.
             if send().is_err() && send().is_err() {
                 self.ctx.qs.socket_errors.fetch_add(1, Ordering::Relaxed);
@@ -260,7 +257,7 @@ impl State<'_> {
     /// Their state bits then tell the host's rules they were not judged.
     fn accept_unjudged_up_to(&mut self, sock: &NfqSocket, id: u32) {
         self.flush(sock);
-        if id > 0 && sock.batch_verdict(id, NF_ACCEPT).is_err() {
+        if id > 0 && sock.batch_verdict(id, NF_ACCEPT, None).is_err() {
             self.ctx.qs.socket_errors.fetch_add(1, Ordering::Relaxed);
         }
     }

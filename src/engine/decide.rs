@@ -349,19 +349,7 @@ impl Engine {
     ///
     /// Non-TCP and unparsable packets are ignored: the feed renders TCP only.
     pub fn observe(&self, now_ns: u64, meta: &PacketMeta<'_>, bytes: &[u8]) -> Option<Reason> {
-        let wire_len = if meta.wire_len == 0 {
-            bytes.len() as u32
-        } else {
-            meta.wire_len
-        };
-        let Ok(pkt) = wire::parse_following(
-            meta.link,
-            bytes,
-            wire_len,
-            self.follow_tunnels.load(Ordering::Relaxed),
-        ) else {
-            return None;
-        };
+        let pkt = self.parse_copy(meta, bytes)?;
         let Transport::Tcp(ref seg) = pkt.transport else {
             return None;
         };
@@ -383,17 +371,7 @@ impl Engine {
     /// edge and counts no verdict: its queued copy is judged as usual. Returns true
     /// if and only if it went to a flow being learned.
     pub fn observe_sack(&self, now_ns: u64, meta: &PacketMeta<'_>, bytes: &[u8]) -> bool {
-        let wire_len = if meta.wire_len == 0 {
-            bytes.len() as u32
-        } else {
-            meta.wire_len
-        };
-        let Ok(pkt) = wire::parse_following(
-            meta.link,
-            bytes,
-            wire_len,
-            self.follow_tunnels.load(Ordering::Relaxed),
-        ) else {
+        let Some(pkt) = self.parse_copy(meta, bytes) else {
             return false;
         };
         let Transport::Tcp(ref seg) = pkt.transport else {
@@ -417,6 +395,23 @@ impl Engine {
         self.repairs
             .note_fed_sack(&key, side, seg.ack, blocks, range);
         true
+    }
+
+    /// Parses a copy the feed delivered (its length from the IP header when the copy
+    /// is cut, as for a queued packet); `None` if it does not parse.
+    fn parse_copy<'a>(&self, meta: &PacketMeta<'_>, bytes: &'a [u8]) -> Option<wire::Packet<'a>> {
+        let wire_len = if meta.wire_len == 0 {
+            bytes.len() as u32
+        } else {
+            meta.wire_len
+        };
+        wire::parse_following(
+            meta.link,
+            bytes,
+            wire_len,
+            self.follow_tunnels.load(Ordering::Relaxed),
+        )
+        .ok()
     }
 
     /// The shadow feed lost messages (a gap in their sequence numbers, or the socket

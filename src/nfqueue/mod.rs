@@ -312,29 +312,21 @@ pub fn config_request(out: &mut [u8; 128], seq: u32, queue: u16, attrs: &[(u16, 
 /// Writes an `NFQNL_MSG_VERDICT_BATCH`: `verdict` for every packet of `queue` still
 /// waiting with an id up to `id`. No acknowledgement is asked for (an error still
 /// comes back as an `NLMSG_ERROR`).
+///
+/// With `mark`, every packet it covers gets that mark too (the kernel applies one
+/// `NFQA_MARK` to the whole batch).
 pub fn batch_verdict(
-    out: &mut [u8; BATCH_VERDICT_LEN],
-    queue: u16,
-    id: u32,
-    verdict: u32,
-) -> usize {
-    let mut w = writer(out, NFQNL_MSG_VERDICT_BATCH, NLM_F_REQUEST, queue);
-    w.attr(NFQA_VERDICT_HDR, &verdict_hdr(verdict, id));
-    w.finish()
-}
-
-/// [`batch_verdict`] that also sets the mark of every packet it covers to `mark`
-/// (the kernel applies one `NFQA_MARK` to the whole batch).
-pub fn batch_verdict_marked(
     out: &mut [u8; BATCH_VERDICT_MARK_LEN],
     queue: u16,
     id: u32,
     verdict: u32,
-    mark: u32,
+    mark: Option<u32>,
 ) -> usize {
     let mut w = writer(out, NFQNL_MSG_VERDICT_BATCH, NLM_F_REQUEST, queue);
     w.attr(NFQA_VERDICT_HDR, &verdict_hdr(verdict, id));
-    w.attr(NFQA_MARK, &mark.to_be_bytes());
+    if let Some(m) = mark {
+        w.attr(NFQA_MARK, &m.to_be_bytes());
+    }
     w.finish()
 }
 
@@ -534,18 +526,10 @@ impl NfqSocket {
     }
 
     /// Sends a batch verdict: `verdict` for every waiting packet with an id up to
-    /// `id`. Never waits.
-    pub fn batch_verdict(&self, id: u32, verdict: u32) -> io::Result<()> {
-        let mut msg = [0u8; BATCH_VERDICT_LEN];
-        let len = batch_verdict(&mut msg, self.queue, id, verdict);
-        self.send(&msg[..len])
-    }
-
-    /// Sends a batch verdict that sets the mark of every packet it covers: `verdict`
-    /// and `mark` for every waiting packet with an id up to `id`. Never waits.
-    pub fn batch_verdict_marked(&self, id: u32, verdict: u32, mark: u32) -> io::Result<()> {
+    /// `id`, and with `mark` that mark too. Never waits.
+    pub fn batch_verdict(&self, id: u32, verdict: u32, mark: Option<u32>) -> io::Result<()> {
         let mut msg = [0u8; BATCH_VERDICT_MARK_LEN];
-        let len = batch_verdict_marked(&mut msg, self.queue, id, verdict, mark);
+        let len = batch_verdict(&mut msg, self.queue, id, verdict, mark);
         self.send(&msg[..len])
     }
 

@@ -180,8 +180,9 @@ fn malformed_input_is_an_error_not_a_panic() {
 
 #[test]
 fn a_batch_verdict_is_these_bytes() {
-    let mut out = [0u8; BATCH_VERDICT_LEN];
-    let len = batch_verdict(&mut out, 3, 0x0102_0304, NF_ACCEPT);
+    let mut out = [0u8; BATCH_VERDICT_MARK_LEN];
+    let len = batch_verdict(&mut out, 3, 0x0102_0304, NF_ACCEPT, None);
+    assert_eq!(len, BATCH_VERDICT_LEN);
     assert_eq!(len, 32);
     let mut expected = Vec::new();
     expected.extend_from_slice(&32u32.to_ne_bytes());
@@ -261,12 +262,12 @@ fn a_config_request_binds_with_the_queue_in_res_id() {
 #[test]
 fn a_marked_batch_verdict_adds_the_mark_attribute() {
     let mut out = [0u8; BATCH_VERDICT_MARK_LEN];
-    let len = batch_verdict_marked(&mut out, 3, 0x0102_0304, NF_ACCEPT, 0x0a0b_0c0d);
-    assert_eq!(len, 40);
+    let len = batch_verdict(&mut out, 3, 0x0102_0304, NF_ACCEPT, Some(0x0a0b_0c0d));
+    assert_eq!(len, BATCH_VERDICT_MARK_LEN);
     assert_eq!(u32::from_ne_bytes([out[0], out[1], out[2], out[3]]), 40);
     // The plain batch verdict's bytes, then NFQA_MARK with the mark, big endian.
-    let mut plain = [0u8; BATCH_VERDICT_LEN];
-    let n = batch_verdict(&mut plain, 3, 0x0102_0304, NF_ACCEPT);
+    let mut plain = [0u8; BATCH_VERDICT_MARK_LEN];
+    let n = batch_verdict(&mut plain, 3, 0x0102_0304, NF_ACCEPT, None);
     assert_eq!(&out[4..n], &plain[4..n]);
     assert_eq!(&out[n..n + 2], &8u16.to_ne_bytes());
     assert_eq!(&out[n + 2..n + 4], &NFQA_MARK.to_ne_bytes());
