@@ -129,6 +129,10 @@ pub fn run(mut sock: NfqSocket, index: usize, shared: &Shared, sink: &EventSink)
     // Several datagrams (one queued packet each) per system call.
     let mut slots = RecvMany::new(RECV_MANY, RECV_SLOT);
     let mut forget_at = 0u64;
+    if let Some(id) = sock.take_read_past() {
+        // Queued before the thread could judge: the host's rules decide them.
+        st.accept_unjudged_up_to(&sock, id);
+    }
     while !shared.stop.load(Ordering::Relaxed) {
         // Wait only with no verdict held; otherwise drain what is there.
         let dontwait = !st.batch.is_empty();
@@ -146,7 +150,7 @@ pub fn run(mut sock: NfqSocket, index: usize, shared: &Shared, sink: &EventSink)
                 for (slot, n) in slots.datagrams() {
                     st.datagram(&mut sock, slot, n, now);
                 }
-                if k < RECV_MANY {
+                if k < slots.capacity() {
                     // The socket had no more: nothing else to wait for.
                     st.flush(&sock);
                 }
@@ -252,9 +256,9 @@ impl State<'_> {
     }
 
     /// Accepts, with the marks they were queued with, the waiting packets up to `id`
-    /// that no verdict of this thread is meant for (their messages were lost, or
-    /// their own verdict could not be sent): a marked batch must not cover them.
-    /// Their state bits then tell the host's rules they were not judged.
+    /// that no verdict of this thread is meant for (read past while the queue was set
+    /// up, or their own verdict could not be sent): a marked batch must not cover
+    /// them. Their state bits then tell the host's rules they were not judged.
     fn accept_unjudged_up_to(&mut self, sock: &NfqSocket, id: u32) {
         self.flush(sock);
         if id > 0 && sock.batch_verdict(id, NF_ACCEPT, None).is_err() {
@@ -279,8 +283,9 @@ impl State<'_> {
         let id = u64::from(p.id);
         let last = qs.last_id.swap(id, Ordering::Relaxed);
         if last != 0 && id > last + 1 {
+            // Never enqueued: the kernel accepted (fail-open) or dropped them when it
+            // could not deliver them, so nothing waits under these ids.
             qs.socket_lost.fetch_add(id - last - 1, Ordering::Relaxed);
-            self.accept_unjudged_up_to(sock, p.id.wrapping_sub(1));
         }
         let engine = &*shared.engine;
         let marks = shared.marks;

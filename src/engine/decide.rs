@@ -539,7 +539,10 @@ impl Engine {
                 // A repairing service's flow opens: its responder's data is recorded
                 // from the start, so the first loss episode can prove the offset.
                 let (key, _) = FlowKey::new(pkt.src, seg.sport, pkt.dst, seg.dport, pkt.proto);
-                self.repairs.watch(&key, 1, secs(now_ns));
+                if self.repairs.watch(&key, 1, secs(now_ns)) {
+                    self.flows
+                        .with_existing_flow(key, now_ns, |f| f.repair_watched = true);
+                }
             }
             if tracked.repair.is_none() || d.mode != Mode::Enforce {
                 let blocks = seg.options.as_ref().map_or(0, |o| o.sack.as_slice().len());
@@ -729,6 +732,7 @@ impl Engine {
                 let repair = self.learn_middlebox(
                     (&key, side, now_ns, false),
                     (seg, options),
+                    flow.repair_watched,
                     &mut flow.tcp,
                     &mut verdict.reason,
                 );
@@ -979,6 +983,7 @@ impl Engine {
                 let repair = self.learn_middlebox(
                     (&key, side, now_ns, fed),
                     (seg, options),
+                    flow.repair_watched,
                     &mut flow.tcp,
                     &mut v.reason,
                 );
@@ -1003,15 +1008,17 @@ impl Engine {
     /// the offset learner: its data's boundaries, an ACK without SACK, and displaced
     /// blocks. Returns the offset to repair this packet with, and rewrites `reason`
     /// to what the learner concluded. `fed`: from the shadow feed, a batch late, and
-    /// seen at the server's hooks, where its segments are GSO packets.
+    /// seen at the server's hooks, where its segments are GSO packets. `watched`: the
+    /// learner watches the flow from its SYN, so its data is recorded before any SACK.
     fn learn_middlebox(
         &self,
         (key, side, now_ns, fed): (&FlowKey, usize, u64, bool),
         (seg, options): (&wire::TcpSegment<'_>, &TcpOptions),
+        watched: bool,
         tcp: &mut TcpTracker,
         reason: &mut Option<Reason>,
     ) -> Option<u32> {
-        if !self.repairs.is_empty() {
+        if watched || tcp.sack_offset().is_some() {
             // Flows watched from their SYN record data before any SACK.
             let unit = fed.then(|| tcp.segment_unit(seg.header_len)).flatten();
             let data = (seg.seq, seg.payload_len, unit);

@@ -109,6 +109,9 @@ pub struct Flow {
     /// True once the engine asked its front end to hand the flow back to conntrack
     /// (per-connection liberal flag): asked once per flow.
     pub handback: bool,
+    /// True when the SACK offset learner watches the flow from its SYN (a repairing
+    /// service's): its data is recorded before any SACK.
+    pub repair_watched: bool,
 }
 
 /// Whole seconds of a nanosecond timestamp, as flows store them.
@@ -133,6 +136,7 @@ impl Flow {
             partial: false,
             fed_epoch: 0,
             handback: false,
+            repair_watched: false,
         }
     }
 

@@ -679,14 +679,19 @@ impl RepairTable {
     /// timeout. Watching takes at most half the table, and a watched flow that shows
     /// no displaced SACK is forgotten after [`WATCH_IDLE_S`] idle (a SYN flood fills
     /// only the watched half, for that long).
-    pub fn watch(&self, key: &FlowKey, data_side: usize, now_s: u32) {
-        if self.len() >= self.max / 2 || self.map.contains_key(key) {
-            return;
+    /// Returns true if and only if the flow has a learner now.
+    pub fn watch(&self, key: &FlowKey, data_side: usize, now_s: u32) -> bool {
+        if self.map.contains_key(key) {
+            return true;
+        }
+        if self.len() >= self.max / 2 {
+            return false;
         }
         self.map.entry(*key).or_insert_with(|| {
             self.len.fetch_add(1, Ordering::Relaxed);
             self.learner(data_side, now_s)
         });
+        true
     }
 
     fn learner(&self, data_side: usize, now_s: u32) -> Learner {

@@ -389,6 +389,9 @@ pub struct NfqSocket {
     conntrack: bool,
     gso: bool,
     out: Box<[u8]>,
+    /// The highest id of the packets read past while the queue was set up: they wait
+    /// for a verdict nobody judged them for.
+    read_past: u32,
 }
 
 impl NfqSocket {
@@ -409,6 +412,7 @@ impl NfqSocket {
             conntrack: false,
             gso: false,
             out: vec![0u8; VERDICT_OVERHEAD + align4(MAX_PAYLOAD)].into_boxed_slice(),
+            read_past: 0,
         };
         s.rcvbuf = s
             .sock
@@ -493,7 +497,13 @@ impl NfqSocket {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            if let Some(r) = netlink::answer(&buf[..n.min(buf.len())], self.seq) {
+            let got = &buf[..n.min(buf.len())];
+            for item in Messages::new(got) {
+                if let Ok(Item::Packet(p)) = item {
+                    self.read_past = self.read_past.max(p.id);
+                }
+            }
+            if let Some(r) = netlink::answer(got, self.seq) {
                 return r;
             }
         }
@@ -501,6 +511,13 @@ impl NfqSocket {
             io::ErrorKind::TimedOut,
             "no acknowledgement from nfnetlink_queue",
         ))
+    }
+
+    /// The highest id of the packets that arrived while the queue was being set up
+    /// and were read past, once: they wait for a verdict.
+    pub fn take_read_past(&mut self) -> Option<u32> {
+        let id = std::mem::take(&mut self.read_past);
+        (id > 0).then_some(id)
     }
 
     /// Receives one datagram into `buf`; returns its length, which is larger than
