@@ -9,8 +9,9 @@
 //! drop, a vouch (its mark is evidence for that packet only) or a rewritten payload is
 //! sent at once as its own `NFQNL_MSG_VERDICT`. Packets are handled in id order, so
 //! each of those went out before any batch whose id covers it; packets no verdict of
-//! this thread is meant for (lost messages, a verdict that could not be sent) are
-//! accepted by a plain batch of their own first, so that no batch's mark reaches them.
+//! this thread is meant for (read past while the queue was set up, a verdict that
+//! could not be sent) are accepted by a plain batch of their own first, so that no
+//! batch's mark reaches them.
 
 use super::ct::{self, CtSource};
 use super::iface::IfaceNames;
