@@ -522,9 +522,11 @@ const HANDBACK_FLOOR: f64 = 0.7;
 /// is set, plus the forged RST where there is one (measured: 12-15 on most runs, 110
 /// on one). Without handback the same transfer queues every displaced ACK (600-900).
 const HANDBACK_MAX_QUEUED: u64 = 300;
-/// Packets of the flow judged after its handback event: those already in the queue
-/// while the update was in flight (under a millisecond), not counting the forged RST.
-const HANDBACK_MAX_AFTER: usize = 10;
+/// Seconds after its handback event by which the flow's packets that conntrack doubted
+/// before the flag was set have left the queue (a quiet run judges 0 to 8 such packets
+/// within a millisecond; beside two CPU hogs 17 to 18 were seen). The transfer lasts
+/// about four seconds, so a flow still queued after this would show.
+const HANDBACK_SETTLE_S: f64 = 0.5;
 
 fn handback_assertions(rows: &[Row]) {
     let get = |name: &str| rows.iter().find(|r| r.name == name);
@@ -590,19 +592,32 @@ fn handback_assertions(rows: &[Row]) {
             );
         }
         // After the handback, the flow's packets stay in the kernel: nothing more of it
-        // is judged but what conntrack still doubts (the forged RST).
+        // is judged but what conntrack still doubts (the forged RST). Packets that
+        // conntrack doubted before the flag was set may still wait in the queue, and
+        // how many depends on how far behind the loaded machine's queue thread is; so
+        // the count is reported, and what is asserted is that none is judged once
+        // that backlog has had time to drain.
         let at = events
             .iter()
             .position(|e| e["event"] == "handback")
             .unwrap();
-        let after = events[at..]
+        let handback_s = event_seconds(&events[at]).expect("handback ts");
+        let after: Vec<f64> = events[at..]
             .iter()
             .filter(|e| e["event"] == "packet" && e["reason"] != "rst_out_of_window")
-            .count();
-        eprintln!("{name}: {after} packets judged after the handback");
-        assert!(
-            after <= HANDBACK_MAX_AFTER,
-            "{name}: {after} packets judged after the handback (at most {HANDBACK_MAX_AFTER})"
+            .filter_map(event_seconds)
+            .map(|s| s - handback_s)
+            .collect();
+        let late = after.iter().filter(|&&d| d > HANDBACK_SETTLE_S).count();
+        eprintln!(
+            "{name}: {} packets judged after the handback (the last {:.1} ms after it), \
+             {late} later than {HANDBACK_SETTLE_S} s",
+            after.len(),
+            after.iter().cloned().fold(0.0, f64::max) * 1e3
+        );
+        assert_eq!(
+            late, 0,
+            "{name}: packets judged later than {HANDBACK_SETTLE_S} s after the handback: {after:?}"
         );
         assert!(
             r.c.server_queued <= HANDBACK_MAX_QUEUED,
@@ -641,6 +656,17 @@ fn handback_assertions(rows: &[Row]) {
             "{NFQ_HANDBACK_RST}: the RST was judged before the handback"
         );
     }
+}
+
+/// Seconds since midnight (UTC) of an event's `ts` (`2026-12-02T04:13:53.153273Z`).
+fn event_seconds(e: &serde_json::Value) -> Option<f64> {
+    let ts = e["ts"].as_str()?;
+    let time = ts.split_once('T')?.1.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
 }
 
 /// nfqwall's events in a scenario's logs.
