@@ -28,6 +28,11 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::cpu_seconds;
+
 use std::process::Command;
 use std::time::Duration;
 
@@ -40,32 +45,6 @@ fn bin() -> String {
 fn stats(sock: &str) -> serde_json::Value {
     let out = support::run(Command::new(bin()).args(["stats", "--json", "--socket", sock]));
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// utime + stime of process `pid`, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) : state is field 3.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / hz
-}
-
-/// Queue 0's kernel counters in the server namespace: (id_sequence, user_dropped,
-/// queue_dropped).
-fn kernel_queue(ns: &support::Netns) -> (u64, u64, u64) {
-    let text = ns.sh_out("cat /proc/net/netfilter/nfnetlink_queue");
-    for l in text.lines() {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        if f.len() >= 8 && f[0] == "0" {
-            let n = |i: usize| f[i].parse::<u64>().unwrap_or(0);
-            return (n(7), n(6), n(5));
-        }
-    }
-    (0, 0, 0)
 }
 
 fn main() {
@@ -180,6 +159,11 @@ fn main() {
     } else {
         stats(&sock)
     };
+    let kernel_queue = |ns: &support::Netns| {
+        common::queue_counters(ns, 0).map_or((0, 0, 0), |q| {
+            (q.id_sequence, q.user_dropped, q.queue_dropped)
+        })
+    };
     let k0 = kernel_queue(&pair.server);
     let cpu0 = cpu_seconds(pid);
     let load = if tcp {
@@ -189,11 +173,7 @@ fn main() {
     };
     let out = pair.client.sh_out(&load);
     std::thread::sleep(Duration::from_millis(500));
-    let cpu = if pid == 0 {
-        0.0
-    } else {
-        cpu_seconds(pid) - cpu0
-    };
+    let cpu = cpu_seconds(pid) - cpu0;
     let k1 = kernel_queue(&pair.server);
     let (queued, user_dropped, queue_dropped) = (k1.0 - k0.0, k1.1 - k0.1, k1.2 - k0.2);
     let after = if !nfqwall {
