@@ -1166,3 +1166,79 @@ fn a_one_sided_view_of_accepted_data_raises_no_window_doubt() {
     assert_eq!(d.reason.map(|r| r.name()), Some("not_proven_benign"));
     assert_ne!(d.disposition, nfqwall::engine::Disposition::Vouch);
 }
+
+/// Live with the shadow feed and every state queued: the client's data is judged at
+/// once, the server's ACKs that open its window arrive in the feed's batches, later.
+/// Conntrack saw the current window and accepted the data; nfqwall's lagging edge is
+/// no ground for a window doubt. An INVALID segment is still held to the edges.
+#[test]
+fn accepted_data_ahead_of_a_lagging_feed_raises_no_window_doubt() {
+    let engine = engine(Mode::Enforce);
+    let server_isn = 5_000_000u32;
+    seen(&engine, MS, CtState::New, syn());
+    fed(
+        &engine,
+        2 * MS,
+        Seg {
+            from_client: false,
+            syn: true,
+            seq: server_isn,
+            ack: Some(ISN + 1),
+            window: 4096,
+            options: vec![TcpOptionElement::MaximumSegmentSize(1460)],
+            ..templ()
+        },
+    );
+    let mut reasons = std::collections::BTreeMap::<String, u32>::new();
+    let mut now = 3 * MS;
+    for batch in 0..20u32 {
+        // Ten segments judged, then the feed's batch with the ACK of all ten.
+        for i in 0..10 {
+            now += MS;
+            let d = seen(
+                &engine,
+                now,
+                CtState::Established,
+                Seg {
+                    seq: ISN + 1 + (batch * 10 + i) * 1000,
+                    ack: Some(server_isn + 1),
+                    len: 1000,
+                    ..templ()
+                },
+            );
+            if let Some(r) = d.reason {
+                *reasons.entry(r.name().to_string()).or_default() += 1;
+            }
+        }
+        now += MS;
+        fed(
+            &engine,
+            now,
+            Seg {
+                from_client: false,
+                seq: server_isn + 1,
+                ack: Some(ISN + 1 + (batch + 1) * 10_000),
+                window: 4096,
+                ..templ()
+            },
+        );
+    }
+    assert!(reasons.is_empty(), "doubts on accepted data: {reasons:?}");
+    let d = seen(
+        &engine,
+        now + MS,
+        CtState::Invalid,
+        Seg {
+            seq: ISN + 1 + 200_000 + (1 << 28),
+            ack: Some(server_isn + 1),
+            len: 1000,
+            ..templ()
+        },
+    );
+    assert_eq!(
+        d.reason.map(|r| r.name()),
+        Some("seq_far_outside_window"),
+        "{d:?}"
+    );
+    assert_ne!(d.disposition, nfqwall::engine::Disposition::Vouch);
+}

@@ -316,9 +316,10 @@ impl TcpTracker {
 
     /// [`TcpTracker::on_segment`] for a segment conntrack accepted as ESTABLISHED. It
     /// checked the segment against both directions' windows; where nfqwall never saw
-    /// the receiver send (live, the server's segments are neither queued nor fed), it
-    /// knows no window to check the sequence against and does not pretend to: only the
-    /// ACK checks apply, and the segment teaches its edges.
+    /// the receiver send (live, the server's segments are neither queued nor fed), or
+    /// knows its window only from the shadow feed (which lags), it has no current
+    /// window to check the sequence against and does not pretend to: only the ACK
+    /// checks apply, and the segment teaches its edges.
     pub fn on_accepted_segment(&mut self, seg: &Segment<'_>) -> Verdict {
         self.judge_and_learn(seg, true)
     }
@@ -593,7 +594,11 @@ impl TcpTracker {
         let seq_end = seg.seq + seg.seq_len();
         let slack = rcv.maxwin.max(MIN_SLACK);
 
-        let window_unseen = accepted && !rcv.has(seen::OWN);
+        // Conntrack checked an accepted segment against the window as it is now; when
+        // nfqwall never saw the receiver send, or learned its edges from the feed,
+        // which delivers in batches and so lags, nfqwall's window is older than
+        // conntrack's and no ground for a doubt.
+        let window_unseen = accepted && (!rcv.has(seen::OWN) || rcv.has(seen::LAGS));
         if snd.has(seen::ANY) && rcv.has(seen::ANY) && !window_unseen {
             // I: over the upper bound.
             if seq_end > snd.maxend && seg.seq_len() > 0 {
