@@ -271,7 +271,7 @@ impl Victim {
 pub struct Host {
     pub pair: Pair,
     pub dir: PathBuf,
-    servers: Vec<Guarded>,
+    pub servers: Vec<Guarded>,
     daemon: Option<Guarded>,
     freezer: Option<Freezer>,
     /// Where the daemon's events go (its log file, or its stdout on the default).
