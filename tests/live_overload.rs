@@ -257,7 +257,6 @@ fn overload_at_twice_the_judged_rate_keeps_the_service_and_the_host_rules() {
         n(&report, &["end", "sum", "lost_packets"]),
     );
     let secs = started.elapsed().as_secs_f64();
-    let during = h.stats();
     let cpu = cpu_seconds(pid) - cpu0;
     let throttled = limit.throttled();
     let kq1 = kq();
@@ -278,7 +277,8 @@ fn overload_at_twice_the_judged_rate_keeps_the_service_and_the_host_rules() {
     let rss = peak_rss(pid);
 
     let d = |a: &Value, b: &Value, k: &[&str]| n(a, k).saturating_sub(n(b, k));
-    let judged = d(&during, &before, &["packets"]) - d(&during, &before, &["shed"]);
+    // After the backlog drained: the packets still queued when the load ended count.
+    let judged = d(&after_load, &before, &["packets"]) - d(&after_load, &before, &["shed"]);
     let shed = d(&after_load, &before, &["shed"]);
     let kernel = d(&after_load, &before, &["unjudged", "kernel"]);
     let judged_rate = judged as f64 / secs;
