@@ -49,6 +49,11 @@ fn load_captures() -> Vec<Packet> {
 }
 
 fn synthetic_connections(n: u16) -> Vec<Packet> {
+    synthetic_connections_to(n, 2)
+}
+
+/// [`synthetic_connections`] to server 198.51.100.`server`.
+fn synthetic_connections_to(n: u16, server: u8) -> Vec<Packet> {
     let mut out = Vec::new();
     let mut ts = 1_700_000_000_000_000_000u64;
     let mut push = |b: etherparse::PacketBuilderStep<etherparse::TcpHeader>, len: usize| {
@@ -64,7 +69,7 @@ fn synthetic_connections(n: u16) -> Vec<Packet> {
         });
     };
     for port in 0..n {
-        let (c, s) = ([192, 0, 2, (port % 250) as u8 + 1], [198, 51, 100, 2]);
+        let (c, s) = ([192, 0, 2, (port % 250) as u8 + 1], [198, 51, 100, server]);
         let sp = 10_000 + port;
         let (ci, si) = (u32::from(port) * 7919, u32::from(port) * 104_729);
         push(
@@ -133,6 +138,26 @@ fn bench(c: &mut Criterion) {
     let engine = Engine::new(&Config::builtin_default());
     g.bench_function("handshake_and_data", |b| {
         b.iter(|| run(&engine, &synthetic))
+    });
+    // Two threads judging at once, each its own connections (two queues' threads):
+    // what they share is the engine, its tables and its counters.
+    let halves = [
+        synthetic_connections_to(4000, 3),
+        synthetic_connections_to(4000, 4),
+    ];
+    g.throughput(Throughput::Elements(
+        halves.iter().map(|h| h.len() as u64).sum(),
+    ));
+    let engine = Engine::new(&Config::builtin_default());
+    g.bench_function("two_threads", |b| {
+        b.iter(|| {
+            std::thread::scope(|s| {
+                for h in &halves {
+                    let engine = &engine;
+                    s.spawn(move || run(engine, h));
+                }
+            })
+        })
     });
     g.finish();
 }

@@ -201,8 +201,7 @@ impl Shared {
     /// too).
     pub fn unjudged_kernel(&self) -> u64 {
         let c = self.engine.counters();
-        let own = c.by_reason[Reason::Shed.index()].load(Ordering::Relaxed)
-            + c.by_reason[Reason::InternalError.index()].load(Ordering::Relaxed);
+        let own = c.by_reason[Reason::Shed.index()] + c.by_reason[Reason::InternalError.index()];
         self.unjudged_total
             .load(Ordering::Relaxed)
             .saturating_sub(own)
@@ -916,7 +915,7 @@ impl Daemon {
         move || {
             let e = &shared.engine;
             let c = e.counters();
-            let r = |i: usize| c.by_reason[i].load(Ordering::Relaxed);
+            let r = |i: usize| c.by_reason[i];
             let ec = counters.counters();
             let numbers: Vec<u16> = shared.queues.iter().map(|q| q.number).collect();
             Snapshot {
@@ -925,13 +924,13 @@ impl Daemon {
                 config: config_path.clone(),
                 mode: mode.clone(),
                 ct_source: ct_source.clone(),
-                packets: c.packets.load(Ordering::Relaxed),
-                accepted: c.accepted.load(Ordering::Relaxed),
-                dropped: c.dropped.load(Ordering::Relaxed),
-                would_drop: c.would_drop.load(Ordering::Relaxed),
-                vouched: c.vouched.load(Ordering::Relaxed),
-                would_accept: c.would_accept.load(Ordering::Relaxed),
-                passed_on: c.passed_on.load(Ordering::Relaxed),
+                packets: c.packets,
+                accepted: c.accepted,
+                dropped: c.dropped,
+                would_drop: c.would_drop,
+                vouched: c.vouched,
+                would_accept: c.would_accept,
+                passed_on: c.passed_on,
                 unjudged: stats::Unjudged {
                     total: shared.unjudged_total.load(Ordering::Relaxed),
                     kernel: shared.unjudged_kernel(),
@@ -943,12 +942,7 @@ impl Daemon {
                 by_pattern: Pattern::ALL
                     .iter()
                     .enumerate()
-                    .map(|(i, p)| {
-                        (
-                            p.name().to_string(),
-                            c.by_pattern[i].load(Ordering::Relaxed),
-                        )
-                    })
+                    .map(|(i, p)| (p.name().to_string(), c.by_pattern[i]))
                     .collect(),
                 shed: r(Reason::Shed.index()),
                 internal_errors: r(Reason::InternalError.index()),
@@ -961,9 +955,9 @@ impl Daemon {
                 flows: e.flows().len() as u64,
                 peers: e.peers().len() as u64,
                 rss_bytes: stats::rss_bytes(),
-                sack_repaired: c.sack_repaired.load(Ordering::Relaxed),
-                sack_blocks_rewritten: c.sack_blocks_rewritten.load(Ordering::Relaxed),
-                sack_blocks_unchanged: c.sack_blocks_unchanged.load(Ordering::Relaxed),
+                sack_repaired: c.sack_repaired,
+                sack_blocks_rewritten: c.sack_blocks_rewritten,
+                sack_blocks_unchanged: c.sack_blocks_unchanged,
                 rate_buckets: e.policy().rate_stats().tracked as u64,
                 rate_untracked: e.policy().rate_stats().untracked,
                 by_service: shared.services.snapshot(),
@@ -1014,10 +1008,10 @@ impl Daemon {
                         lost: f.lost.load(Ordering::Relaxed),
                         overruns: f.overruns.load(Ordering::Relaxed),
                         errors: f.errors.load(Ordering::Relaxed),
-                        learned: c.fed.load(Ordering::Relaxed),
-                        pickups: c.fed_pickups.load(Ordering::Relaxed),
-                        sack_copies: c.fed_sack.load(Ordering::Relaxed),
-                        loss_events: c.feed_losses.load(Ordering::Relaxed),
+                        learned: c.fed,
+                        pickups: c.fed_pickups,
+                        sack_copies: c.fed_sack,
+                        loss_events: c.feed_losses,
                         rcvbuf: f.rcvbuf.load(Ordering::Relaxed),
                     }),
             }
@@ -1079,14 +1073,14 @@ impl Daemon {
             "stop",
             json!({
                 "error": error.map(|e| e.to_string()),
-                "packets": c.packets.load(Ordering::Relaxed),
-                "accepted": c.accepted.load(Ordering::Relaxed),
-                "dropped": c.dropped.load(Ordering::Relaxed),
-                "would_drop": c.would_drop.load(Ordering::Relaxed),
-                "vouched": c.vouched.load(Ordering::Relaxed),
-                "would_accept": c.would_accept.load(Ordering::Relaxed),
+                "packets": c.packets,
+                "accepted": c.accepted,
+                "dropped": c.dropped,
+                "would_drop": c.would_drop,
+                "vouched": c.vouched,
+                "would_accept": c.would_accept,
                 "unjudged_by_kernel": self.shared.unjudged_kernel(),
-                "shed": c.by_reason[Reason::Shed.index()].load(Ordering::Relaxed),
+                "shed": c.by_reason[Reason::Shed.index()],
                 "events_suppressed": self.sink.counters().suppressed.load(Ordering::Relaxed),
             }),
         );

@@ -1,12 +1,13 @@
 //! The engine proper: [`Engine::decide`] turns one packet into one [`Decision`].
 
 use crate::engine::analysis::{SegmentInfo, Side};
+use crate::engine::counters::{CounterShard, CounterShards, Counters};
 use crate::engine::flow::{secs, Flow, FlowKey, FlowTable, Lookup};
 use crate::engine::meta::{CtHint, CtState, PacketMeta};
 use crate::engine::patterns::{Pattern, Patterns};
 use crate::engine::peers::PeerTable;
 use crate::engine::policy::{Action, Mode, Policy, PolicyOutcome, RuleId, RuleInput, ServiceId};
-use crate::engine::reason::{Class, Reason, REASON_KINDS};
+use crate::engine::reason::{Class, Reason};
 use crate::engine::sack_repair::{self, Learned, RepairTable};
 use crate::engine::spec::Setup;
 use crate::engine::tracker::{self, Segment, TcpTracker};
@@ -14,7 +15,8 @@ use crate::wire::tcp_options::TcpOptions;
 use crate::wire::{self, ParseError, Transport};
 use arc_swap::ArcSwap;
 use core::net::IpAddr;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::AtomicU64;
+use core::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 /// What the engine decided for one packet.
@@ -148,77 +150,6 @@ impl Decision {
     }
 }
 
-/// Counters since start. Relaxed atomics: they are statistics, not synchronisation.
-pub struct Counters {
-    /// Packets judged.
-    pub packets: AtomicU64,
-    /// Accept verdicts.
-    pub accepted: AtomicU64,
-    /// Drop verdicts.
-    pub dropped: AtomicU64,
-    /// Log-only accepts that enforce mode would have dropped.
-    pub would_drop: AtomicU64,
-    /// INVALID packets let past the host's INVALID drop on evidence.
-    pub vouched: AtomicU64,
-    /// Log-only passes that enforce mode would have let past the INVALID drop.
-    pub would_accept: AtomicU64,
-    /// Packets handed on to the host's rules.
-    pub passed_on: AtomicU64,
-    /// Verdicts by reason, indexed by [`Reason::index`].
-    pub by_reason: [AtomicU64; REASON_KINDS],
-    /// Packets by pattern, indexed like [`Pattern::ALL`].
-    pub by_pattern: [AtomicU64; Pattern::ALL.len()],
-    /// Packets whose displaced SACK blocks were rewritten.
-    pub sack_repaired: AtomicU64,
-    /// SACK blocks rewritten into the data sender's space.
-    pub sack_blocks_rewritten: AtomicU64,
-    /// SACK blocks of a repairing service passed on unchanged: the offset not yet
-    /// proven, the blocks not verified against data the feed showed sent, or not
-    /// displaced at all.
-    pub sack_blocks_unchanged: AtomicU64,
-    /// Packets of the shadow feed the engine learned from ([`Engine::observe`]):
-    /// never judged, never counted as verdicts.
-    pub fed: AtomicU64,
-    /// Fed packets that started a flow the engine did not know (picked up).
-    pub fed_pickups: AtomicU64,
-    /// SACK-bearing packets the feed copied for the offset learner
-    /// ([`Engine::observe_sack`]) that reached a flow it knows.
-    pub fed_sack: AtomicU64,
-    /// Times the feed reported a loss ([`Engine::feed_lost`]).
-    pub feed_losses: AtomicU64,
-}
-
-impl Counters {
-    fn new() -> Counters {
-        Counters {
-            packets: AtomicU64::new(0),
-            accepted: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            would_drop: AtomicU64::new(0),
-            vouched: AtomicU64::new(0),
-            would_accept: AtomicU64::new(0),
-            passed_on: AtomicU64::new(0),
-            by_reason: core::array::from_fn(|_| AtomicU64::new(0)),
-            by_pattern: core::array::from_fn(|_| AtomicU64::new(0)),
-            sack_repaired: AtomicU64::new(0),
-            sack_blocks_rewritten: AtomicU64::new(0),
-            sack_blocks_unchanged: AtomicU64::new(0),
-            fed: AtomicU64::new(0),
-            fed_pickups: AtomicU64::new(0),
-            fed_sack: AtomicU64::new(0),
-            feed_losses: AtomicU64::new(0),
-        }
-    }
-
-    /// Counts a packet left unjudged outside the engine (load shedding, internal
-    /// error): accepted by nfqwall, so that the host's own rules decide.
-    pub fn count_unjudged(&self, reason: Reason) {
-        self.packets.fetch_add(1, Ordering::Relaxed);
-        self.accepted.fetch_add(1, Ordering::Relaxed);
-        self.by_reason[reason.index()].fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// Flows whose SACK offset is being learned at once (each keeps a ring of segment
 /// boundaries; only flows behind a sequence-randomizing middlebox get one).
 const MAX_REPAIRED_FLOWS: usize = 4096;
@@ -236,7 +167,7 @@ pub struct Engine {
     flows: FlowTable,
     peers: PeerTable,
     repairs: RepairTable,
-    counters: Counters,
+    counters: CounterShards,
     /// Bumped each time the shadow feed loses messages; a flow is whole only while
     /// its `fed_epoch` equals it.
     feed_epoch: AtomicU32,
@@ -285,7 +216,7 @@ impl Engine {
             flows: FlowTable::new(limits.max_flows as usize, limits.timeouts),
             peers: PeerTable::new(limits.max_peers as usize),
             repairs: RepairTable::new(MAX_REPAIRED_FLOWS),
-            counters: Counters::new(),
+            counters: CounterShards::new(),
             follow_tunnels: core::sync::atomic::AtomicBool::new(true),
             feed_epoch: AtomicU32::new(0),
         }
@@ -320,9 +251,22 @@ impl Engine {
         &self.peers
     }
 
-    /// The counters.
-    pub fn counters(&self) -> &Counters {
-        &self.counters
+    /// The counters now, summed over the threads that judged.
+    pub fn counters(&self) -> Counters {
+        self.counters.snapshot()
+    }
+
+    /// Adds `n` to one of this thread's counters.
+    #[inline]
+    fn bump(&self, field: impl FnOnce(&CounterShard) -> &AtomicU64, n: u64) {
+        let l = self.counters.local();
+        l.add(field(l.c), n);
+    }
+
+    /// Counts a packet a front end left unjudged (load shedding, internal error):
+    /// accepted by nfqwall, so that the host's own rules decide.
+    pub fn count_unjudged(&self, reason: Reason) {
+        self.counters.count_unjudged(reason);
     }
 
     /// Expires idle flows as of `now_ns`; front ends call this about once a second.
@@ -359,7 +303,7 @@ impl Engine {
         let Ok(ref options) = seg.options else {
             return None;
         };
-        self.counters.fed.fetch_add(1, Ordering::Relaxed);
+        self.bump(|c| &c.fed, 1);
         self.track_trusted(now_ns, &pkt, seg, options, true).reason
     }
 
@@ -391,7 +335,7 @@ impl Engine {
         }) else {
             return false;
         };
-        self.counters.fed_sack.fetch_add(1, Ordering::Relaxed);
+        self.bump(|c| &c.fed_sack, 1);
         self.repairs
             .note_fed_sack(&key, side, seg.ack, blocks, range);
         true
@@ -421,7 +365,7 @@ impl Engine {
     pub fn feed_lost(&self) {
         self.repairs.feed_lost();
         self.feed_epoch.fetch_add(1, Ordering::Relaxed);
-        self.counters.feed_losses.fetch_add(1, Ordering::Relaxed);
+        self.bump(|c| &c.feed_losses, 1);
     }
 
     /// The number of feed losses so far (flows remember it when they start).
@@ -546,9 +490,7 @@ impl Engine {
             }
             if tracked.repair.is_none() || d.mode != Mode::Enforce {
                 let blocks = seg.options.as_ref().map_or(0, |o| o.sack.as_slice().len());
-                self.counters
-                    .sack_blocks_unchanged
-                    .fetch_add(blocks as u64, Ordering::Relaxed);
+                self.bump(|c| &c.sack_blocks_unchanged, blocks as u64);
             }
         }
         if let (Some(offset), true, Mode::Enforce, Transport::Tcp(seg)) =
@@ -628,24 +570,18 @@ impl Engine {
         );
         d.rewritten = blocks > 0;
         if d.rewritten {
-            self.counters.sack_repaired.fetch_add(1, Ordering::Relaxed);
-            self.counters
-                .sack_blocks_rewritten
-                .fetch_add(blocks as u64, Ordering::Relaxed);
+            self.bump(|c| &c.sack_repaired, 1);
+            self.bump(|c| &c.sack_blocks_rewritten, blocks as u64);
         }
         let left = usize::from(rw.blocks).saturating_sub(blocks);
-        self.counters
-            .sack_blocks_unchanged
-            .fetch_add(left as u64, Ordering::Relaxed);
+        self.bump(|c| &c.sack_blocks_unchanged, left as u64);
     }
 
     /// A front end could not send a decision's SACK rewrite back (the packet was not
     /// copied whole): its blocks went on unchanged.
     pub fn repair_not_applied(&self, d: &Decision) {
         if let Some(rw) = d.rewrite {
-            self.counters
-                .sack_blocks_unchanged
-                .fetch_add(u64::from(rw.blocks), Ordering::Relaxed);
+            self.bump(|c| &c.sack_blocks_unchanged, u64::from(rw.blocks));
         }
     }
 
@@ -964,7 +900,7 @@ impl Engine {
                     flow.partial = !fed;
                     flow.fed_epoch = epoch;
                     if fed {
-                        self.counters.fed_pickups.fetch_add(1, Ordering::Relaxed);
+                        self.bump(|c| &c.fed_pickups, 1);
                     }
                 } else if fed && flow.fed_epoch == epoch {
                     // Everything since the flow started was seen (queued or fed).
@@ -1162,33 +1098,34 @@ impl Engine {
     }
 
     fn count(&self, d: &Decision, now_ns: u64) {
-        let c = &self.counters;
-        c.packets.fetch_add(1, Ordering::Relaxed);
+        let l = self.counters.local();
+        let c = l.c;
+        l.add(&c.packets, 1);
         match d.disposition {
-            Disposition::Drop => c.dropped.fetch_add(1, Ordering::Relaxed),
+            Disposition::Drop => l.add(&c.dropped, 1),
             Disposition::Vouch => {
-                c.vouched.fetch_add(1, Ordering::Relaxed);
-                c.accepted.fetch_add(1, Ordering::Relaxed)
+                l.add(&c.vouched, 1);
+                l.add(&c.accepted, 1)
             }
             Disposition::PassOn => {
-                c.passed_on.fetch_add(1, Ordering::Relaxed);
-                c.accepted.fetch_add(1, Ordering::Relaxed)
+                l.add(&c.passed_on, 1);
+                l.add(&c.accepted, 1)
             }
         };
         if d.would_drop {
-            c.would_drop.fetch_add(1, Ordering::Relaxed);
+            l.add(&c.would_drop, 1);
         }
         if d.would_accept {
-            c.would_accept.fetch_add(1, Ordering::Relaxed);
+            l.add(&c.would_accept, 1);
         }
         if let Some(r) = d.reason {
-            c.by_reason[r.index()].fetch_add(1, Ordering::Relaxed);
+            l.add(&c.by_reason[r.index()], 1);
         }
         if d.patterns.is_empty() && d.reason.is_none() {
             return;
         }
         for p in d.patterns.iter() {
-            c.by_pattern[p as usize].fetch_add(1, Ordering::Relaxed);
+            l.add(&c.by_pattern[p as usize], 1);
         }
         if let Some(peer) = d.peer {
             let class = d.reason.map(|r| r.class());

@@ -7,6 +7,7 @@
 //! rules ([`policy`]) and the mode decide the verdict, with a named [`reason`].
 
 pub mod analysis;
+pub mod counters;
 pub mod decide;
 pub mod flow;
 pub mod meta;
@@ -20,6 +21,7 @@ pub mod seq;
 pub mod spec;
 pub mod tracker;
 
+pub use counters::Counters;
 pub use decide::{Decision, Disposition, Engine, SackRewrite, Tuple, Verdict};
 pub use meta::{CtHint, CtState, LinkType, PacketMeta};
 pub use reason::Reason;

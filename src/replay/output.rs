@@ -90,7 +90,7 @@ pub fn write_summary(w: &mut dyn Write, s: &ReplaySummary, engine: &Engine) -> i
     let counters = engine.counters();
     let mut any = false;
     for p in Pattern::ALL {
-        let n = counters.by_pattern[p as usize].load(std::sync::atomic::Ordering::Relaxed);
+        let n = counters.by_pattern[p as usize];
         if n > 0 {
             any = true;
             writeln!(w, "  {n:>9}  {}", p.name())?;
