@@ -160,8 +160,8 @@ fn unknown_key() {
         error("[daemon]\nmode = \"enforce\"\nqueus = \"0-3\"\n"),
         "rules/x.toml:3:1: daemon.queus: unknown key \"queus\"; expected one of: mode, \
          queues, queue_maxlen, fail_open, log, log_rate_per_reason, summary_interval, \
-         vouch_mark, state_mask, fail_open_invalid, metrics, log_format, journald, feed_group, \
-         feed_size, feed_threshold"
+         vouch_mark, state_mask, fail_open_invalid, shedding, metrics, log_format, journald, \
+         feed_group, feed_size, feed_threshold"
     );
 }
 
@@ -518,6 +518,29 @@ fn marks_must_be_nfqwalls_own_bits() {
         "rules/x.toml:2:21: daemon.fail_open_invalid: expected \"host\" or \"accept\", \
          found \"drop\""
     );
+    assert_eq!(
+        error("[daemon]\nshedding = \"sometimes\"\n"),
+        "rules/x.toml:2:12: daemon.shedding: expected \"auto\", \"always\" or \"never\", \
+         found \"sometimes\""
+    );
+}
+
+/// Shedding follows fail-open by default: only where the kernel would drop.
+#[test]
+fn shedding_is_auto_by_default_and_follows_fail_open() {
+    use nfqwall::config::SheddingPolicy;
+    let d = Config::builtin_default().daemon;
+    assert_eq!(d.shedding, SheddingPolicy::Auto);
+    assert!(!d.shedding.sheds(true));
+    assert!(d.shedding.sheds(false));
+    for (text, policy, with_fail_open) in [
+        ("always", SheddingPolicy::Always, true),
+        ("never", SheddingPolicy::Never, false),
+    ] {
+        let c = Config::from_toml_str(&format!("[daemon]\nshedding = \"{text}\"\n"), "x").unwrap();
+        assert_eq!(c.daemon.shedding, policy);
+        assert_eq!(c.daemon.shedding.sheds(true), with_fail_open);
+    }
 }
 
 #[test]

@@ -113,9 +113,16 @@ fn closed_port_stays_closed(fault: Fault, prefix: &str) {
         Fault::NoNfqwall => {}
         Fault::LogOnly => h.start_daemon(Some(&config("log-only", "", ""))),
         Fault::BuiltinDefault => h.start_daemon(None),
+        // Shedding on although the queue fails open (by default only the kernel
+        // would pass the excess on): the shed path is what these faults test.
+        Fault::Shedding => h.start_daemon(Some(&config(
+            "enforce",
+            "queue_maxlen = 64\nshedding = \"always\"",
+            "",
+        ))),
         Fault::SheddingFailOpenAccept => h.start_daemon(Some(&config(
             "enforce",
-            "queue_maxlen = 64\nfail_open_invalid = \"accept\"",
+            "queue_maxlen = 64\nfail_open_invalid = \"accept\"\nshedding = \"always\"",
             "",
         ))),
         _ => h.start_daemon(Some(&enforce)),

@@ -60,6 +60,8 @@ pub struct DaemonConfig {
     /// What becomes of an INVALID packet nfqwall could not judge (shed, panic, the
     /// kernel's fail-open, no listener).
     pub fail_open_invalid: FailOpenInvalid,
+    /// When a queue thread stops judging to drain a backlog.
+    pub shedding: SheddingPolicy,
     /// The NFLOG group of the shadow feed (`track = "shadow"` services' established
     /// packets, both directions, in kernel order).
     pub feed_group: u16,
@@ -140,6 +142,41 @@ impl FailOpenInvalid {
         match self {
             FailOpenInvalid::Host => "host",
             FailOpenInvalid::Accept => "accept",
+        }
+    }
+}
+
+/// `daemon.shedding`: when a queue thread passes packets on unjudged to drain the
+/// kernel's backlog (from half the queue down to an eighth).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SheddingPolicy {
+    /// Only where the kernel would drop what does not fit (`fail_open = false`); with
+    /// fail-open the kernel passes the excess on unjudged at no cost to nfqwall, and
+    /// the thread judges every packet it takes (the default).
+    Auto,
+    /// Also with fail-open: a burst's queued packets wait less, at the cost of
+    /// judging almost nothing while an overload lasts.
+    Always,
+    /// Never: every packet taken off the queue is judged.
+    Never,
+}
+
+impl SheddingPolicy {
+    /// `auto`, `always` or `never`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SheddingPolicy::Auto => "auto",
+            SheddingPolicy::Always => "always",
+            SheddingPolicy::Never => "never",
+        }
+    }
+
+    /// Whether queue threads shed, given the queue's fail-open setting.
+    pub fn sheds(self, fail_open: bool) -> bool {
+        match self {
+            SheddingPolicy::Auto => !fail_open,
+            SheddingPolicy::Always => true,
+            SheddingPolicy::Never => false,
         }
     }
 }
@@ -232,6 +269,7 @@ impl Config {
                 vouch_mark: DEFAULT_VOUCH_MARK,
                 state_mask: DEFAULT_STATE_MASK,
                 fail_open_invalid: FailOpenInvalid::Host,
+                shedding: SheddingPolicy::Auto,
                 metrics: None,
                 log_format: LogFormat::Nfqwall,
                 journald: Journald::Auto,

@@ -17,7 +17,7 @@ use super::{
     LogTarget, PortRange, Protocol, QueueRange, RateLimit, RatePeriod, Rule, RuleAction, Service,
     TcpFlagMatch, Timeouts, Track,
 };
-use super::{FailOpenInvalid, Journald, LogFormat};
+use super::{FailOpenInvalid, Journald, LogFormat, SheddingPolicy};
 use crate::engine::meta::CtState;
 use crate::engine::policy::{Action, Mode};
 
@@ -36,6 +36,7 @@ const DAEMON_KEYS: &[&str] = &[
     "vouch_mark",
     "state_mask",
     "fail_open_invalid",
+    "shedding",
     "metrics",
     "log_format",
     "journald",
@@ -107,6 +108,7 @@ const EXP_VOUCH_MARK: &str =
 const EXP_STATE_MASK: &str =
     "a mask of exactly three adjacent bits, outside daemon.vouch_mark, such as 0x0e000000";
 const EXP_FAIL_OPEN_INVALID: &str = "\"host\" or \"accept\"";
+const EXP_SHEDDING: &str = "\"auto\", \"always\" or \"never\"";
 const EXP_METRICS: &str =
     "an address and port such as \"127.0.0.1:9477\" or \"[::1]:9477\" (port 1 to 65535)";
 const EXP_LOG_FORMAT: &str = "\"nfqwall\" or \"eve\"";
@@ -463,6 +465,14 @@ fn daemon(cx: &Cx, t: &Tab, d: &mut DaemonConfig) -> Result<()> {
             "host" => FailOpenInvalid::Host,
             "accept" => FailOpenInvalid::Accept,
             _ => return Err(n.expected(cx, EXP_FAIL_OPEN_INVALID)),
+        };
+    }
+    if let Some(n) = t.get("shedding") {
+        d.shedding = match n.str(cx, EXP_SHEDDING)? {
+            "auto" => SheddingPolicy::Auto,
+            "always" => SheddingPolicy::Always,
+            "never" => SheddingPolicy::Never,
+            _ => return Err(n.expected(cx, EXP_SHEDDING)),
         };
     }
     if let Some(n) = t.get("metrics") {

@@ -571,6 +571,7 @@ impl Daemon {
             "queue_maxlen": d.queue_maxlen,
             "fail_open": d.fail_open,
             "fail_open_invalid": d.fail_open_invalid.name(),
+            "shedding": d.shedding.name(),
             "vouch_mark": format!("{:#x}", d.vouch_mark),
             "state_mask": format!("{:#x}", d.state_mask),
             "socket_rcvbuf": rcvbuf,
@@ -743,15 +744,18 @@ impl Daemon {
         })
     }
 
-    /// Sets each queue's shedding flag from the kernel's backlog.
+    /// Sets each queue's shedding flag from the kernel's backlog, where the config's
+    /// `shedding` allows it.
     fn update_shedding(&self, s: Shedding) {
+        let d = &self.config.daemon;
+        let allowed = d.shedding.sheds(d.fail_open);
         let kernel = stats::read_kernel_queues();
         for qs in &self.shared.queues {
             let Some(k) = kernel.iter().find(|k| k.queue == qs.number) else {
                 continue;
             };
             let was = qs.shedding.load(Ordering::Relaxed);
-            let now = s.next(was, k.queue_total);
+            let now = allowed && s.next(was, k.queue_total);
             if now != was {
                 qs.shedding.store(now, Ordering::Relaxed);
                 self.notice(
