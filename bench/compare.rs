@@ -52,7 +52,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{cpu_seconds, median, queue_counters};
+use common::{median, queue_counters};
+use support::cpu_seconds;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Program {
@@ -287,26 +288,7 @@ fn server_rules(w: Workload, queue: bool) -> Vec<String> {
             if !queue {
                 return Vec::new();
             }
-            // As `nfqwall rules` renders it: the conntrack state into the mark's state
-            // bits, then the queue.
-            let mut r = vec!["iptables -t mangle -N NFQ-T".to_string()];
-            for (state, code) in [
-                ("INVALID", 1u32),
-                ("NEW", 2),
-                ("ESTABLISHED", 3),
-                ("RELATED", 4),
-            ] {
-                r.push(format!(
-                    "iptables -t mangle -A NFQ-T -m conntrack --ctstate {state} \
-                     -j MARK --set-xmark {:#x}/0xe000000",
-                    code << 25
-                ));
-            }
-            r.push(format!("iptables -t mangle -A NFQ-T {target}"));
-            r.push(format!(
-                "iptables -t mangle -A INPUT -p tcp --dport {port} -j NFQ-T"
-            ));
-            r
+            common::tcp_state_mark_queue(port)
         }
         Workload::Conns => {
             if !queue {

@@ -31,7 +31,7 @@ mod support;
 #[path = "common/mod.rs"]
 mod common;
 
-use common::cpu_seconds;
+use support::cpu_seconds;
 
 use std::process::Command;
 use std::time::Duration;
@@ -57,24 +57,7 @@ fn main() {
     let kernel_only = target == "kernel";
     if tcp {
         if !kernel_only {
-            // As `nfqwall rules` renders it: the conntrack state into the mark's
-            // state bits, then the queue.
-            let mut rules = vec!["iptables -t mangle -N NFQ-T".to_string()];
-            for (state, code) in [
-                ("INVALID", 1u32),
-                ("NEW", 2),
-                ("ESTABLISHED", 3),
-                ("RELATED", 4),
-            ] {
-                rules.push(format!(
-                    "iptables -t mangle -A NFQ-T -m conntrack --ctstate {state} \
-                     -j MARK --set-xmark {:#x}/0xe000000",
-                    code << 25
-                ));
-            }
-            rules
-                .push("iptables -t mangle -A NFQ-T -j NFQUEUE --queue-num 0 --queue-bypass".into());
-            rules.push("iptables -t mangle -A INPUT -p tcp --dport 5201 -j NFQ-T".into());
+            let rules = common::tcp_state_mark_queue(5201);
             pair.server.sh(&rules.join(" && "));
         }
     } else {

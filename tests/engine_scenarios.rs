@@ -822,10 +822,9 @@ fn fed(engine: &Engine, now: u64, s: Seg) {
     engine.observe(now, &PacketMeta::raw_ip(), &bytes(&s));
 }
 
-/// A connection as the live daemon with the feed sees it: the SYN queued as NEW, the
-/// SYN/ACK and everything established fed; the client sends `upload` bytes in
-/// 1000-byte segments, each acknowledged. Returns the time of the last packet.
-fn fed_connection(engine: &Engine, upload: u32) -> u64 {
+/// The SYN queued as NEW, the SYN/ACK fed (window 4096, no scaling) at 2 ms;
+/// returns the server's ISN.
+fn fed_handshake(engine: &Engine) -> u32 {
     let server_isn = 5_000_000u32;
     seen(engine, MS, CtState::New, syn());
     fed(
@@ -841,6 +840,14 @@ fn fed_connection(engine: &Engine, upload: u32) -> u64 {
             ..templ()
         },
     );
+    server_isn
+}
+
+/// A connection as the live daemon with the feed sees it: the SYN queued as NEW, the
+/// SYN/ACK and everything established fed; the client sends `upload` bytes in
+/// 1000-byte segments, each acknowledged. Returns the time of the last packet.
+fn fed_connection(engine: &Engine, upload: u32) -> u64 {
+    let server_isn = fed_handshake(engine);
     let mut now = 3 * MS;
     fed(
         engine,
@@ -1153,21 +1160,7 @@ fn a_one_sided_view_of_accepted_data_raises_no_window_doubt() {
 #[test]
 fn accepted_data_ahead_of_a_lagging_feed_raises_no_window_doubt() {
     let engine = engine(Mode::Enforce);
-    let server_isn = 5_000_000u32;
-    seen(&engine, MS, CtState::New, syn());
-    fed(
-        &engine,
-        2 * MS,
-        Seg {
-            from_client: false,
-            syn: true,
-            seq: server_isn,
-            ack: Some(ISN + 1),
-            window: 4096,
-            options: vec![TcpOptionElement::MaximumSegmentSize(1460)],
-            ..templ()
-        },
-    );
+    let server_isn = fed_handshake(&engine);
     let mut reasons = std::collections::BTreeMap::<String, u32>::new();
     let mut now = 3 * MS;
     for batch in 0..20u32 {

@@ -21,6 +21,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use support::cpu_seconds;
 
 /// One test at a time: both load the machine.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -109,16 +110,6 @@ fn peak_rss(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|kb| kb.parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / hz
 }
 
 fn n(v: &Value, path: &[&str]) -> u64 {
@@ -230,13 +221,7 @@ fn overload_at_twice_the_judged_rate_keeps_the_service_and_the_host_rules() {
         / n(&control, &["end", "sum", "packets"]).max(1) as f64;
     let limit = CpuLimit::new(&format!("{}-cpu", h.pair.server.name), pid, percent);
     let kq = || {
-        let text = h
-            .pair
-            .server
-            .sh_out("cat /proc/net/netfilter/nfnetlink_queue");
-        nfqwall::stats::parse_kernel_queues(&text)
-            .into_iter()
-            .find(|k| k.queue == 0)
+        h.kernel_queue()
             .map_or((0, 0), |k| (k.queue_dropped, k.user_dropped))
     };
     let kq0 = kq();

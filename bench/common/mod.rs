@@ -1,22 +1,31 @@
-//! What the live benches share: the verdict process's CPU time and the kernel's
-//! counters of one queue.
+//! What the live benches share: the kernel's counters of one queue, and medians.
+//! (The verdict process's CPU time is `support::cpu_seconds`, shared with the tests.)
 
 // Each bench uses a part of it.
 #![allow(dead_code)]
 
-/// utime + stime of process `pid`, in seconds (0 for pid 0: no verdict process).
-pub fn cpu_seconds(pid: u32) -> f64 {
-    if pid == 0 {
-        return 0.0;
+/// Rules that queue every TCP packet to `port` on queue 0 from mangle INPUT, as
+/// `nfqwall rules` renders a queued state: the conntrack state into the mark's state
+/// bits first.
+pub fn tcp_state_mark_queue(port: u16) -> Vec<String> {
+    let mut r = vec!["iptables -t mangle -N NFQ-T".to_string()];
+    for (state, code) in [
+        ("INVALID", 1u32),
+        ("NEW", 2),
+        ("ESTABLISHED", 3),
+        ("RELATED", 4),
+    ] {
+        r.push(format!(
+            "iptables -t mangle -A NFQ-T -m conntrack --ctstate {state} \
+             -j MARK --set-xmark {:#x}/0xe000000",
+            code << 25
+        ));
     }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name may hold spaces; the fields after it start at state (field 3).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / hz
+    r.push("iptables -t mangle -A NFQ-T -j NFQUEUE --queue-num 0 --queue-bypass".into());
+    r.push(format!(
+        "iptables -t mangle -A INPUT -p tcp --dport {port} -j NFQ-T"
+    ));
+    r
 }
 
 /// One line of `/proc/net/netfilter/nfnetlink_queue`.

@@ -581,8 +581,8 @@ impl Host {
             .unwrap_or_else(|| panic!("harness: no INVALID DROP rule in INPUT:\n{out}"))
     }
 
-    /// The kernel's backlog on queue 0 (`None`: no queue bound).
-    pub fn queue_total(&self) -> Option<u32> {
+    /// The kernel's counters of queue 0 (`None`: no queue bound).
+    pub fn kernel_queue(&self) -> Option<nfqwall::stats::KernelQueue> {
         let text = self
             .pair
             .server
@@ -590,7 +590,11 @@ impl Host {
         nfqwall::stats::parse_kernel_queues(&text)
             .into_iter()
             .find(|k| k.queue == 0)
-            .map(|k| k.queue_total)
+    }
+
+    /// The kernel's backlog on queue 0 (`None`: no queue bound).
+    pub fn queue_total(&self) -> Option<u32> {
+        self.kernel_queue().map(|k| k.queue_total)
     }
 
     /// Waits until nothing is held in queue 0 (or it is unbound), then a moment for

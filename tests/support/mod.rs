@@ -242,3 +242,18 @@ pub fn wait_until(secs: u64, mut check: impl FnMut() -> bool) -> bool {
     }
     check()
 }
+
+/// utime + stime of process `pid`, in seconds (0 for pid 0: no verdict process).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    if pid == 0 {
+        return 0.0;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces; the fields after it start at state (field 3).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
