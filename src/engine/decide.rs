@@ -272,6 +272,7 @@ impl Engine {
     /// Expires idle flows as of `now_ns`; front ends call this about once a second.
     pub fn expire(&self, now_ns: u64) -> usize {
         self.repairs.expire(secs(now_ns), REPAIR_IDLE_S);
+        self.policy.load().sweep_rates(now_ns);
         self.flows.expire(now_ns)
     }
 

@@ -482,6 +482,11 @@ impl Policy {
     pub fn rate_stats(&self) -> RateStats {
         self.limiter.stats()
     }
+
+    /// Evicts the rate limiter's refilled buckets ([`RateLimiter::sweep`]).
+    pub fn sweep_rates(&self, now_ns: u64) {
+        self.limiter.sweep(now_ns);
+    }
 }
 
 fn compile_service(

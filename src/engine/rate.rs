@@ -9,12 +9,14 @@
 //! Time is only the `now_ns` argument. When it goes backwards the bucket neither
 //! refills nor forgets its last time, so a clock step back can never mint tokens.
 //!
-//! The table is bounded by `max_sources` entries over all rules. When a new source
-//! arrives and the table is full, buckets that have refilled to `burst` are evicted
-//! (a full bucket is indistinguishable from no bucket, so this loses nothing), at
-//! most once per second of packet time to bound the cost under a spoofed flood. If
-//! the table is still full, the new source is treated as **under the rate**: the rate
-//! rule does not match it. Rate rules are almost always `drop` rules, so this fails
+//! The table is bounded by `max_sources` entries over all rules. [`RateLimiter::sweep`]
+//! evicts buckets that have refilled to `burst` (a full bucket is indistinguishable
+//! from no bucket, so this loses nothing), at most once per second of packet time; it
+//! is called with the flow table's expiry ([`crate::engine::Engine::expire`]: the
+//! daemon's main loop, the replay's clock), never on the verdict path, whose cost per
+//! packet stays one lookup however large the table. When a new source arrives and the
+//! table is full, the new source is treated as **under the rate**: the rate rule does
+//! not match it. Rate rules are almost always `drop` rules, so this fails
 //! open: memory pressure inside nfqwall never turns into dropped traffic. The cost is
 //! that a flood from more sources than the table holds escapes rate limits for the
 //! sources it could not track; `RateStats::untracked` counts those packets.
@@ -126,11 +128,8 @@ impl RateLimiter {
             return !take(&p, &mut b, now_ns);
         }
         if !self.reserve() {
-            self.sweep(now_ns);
-            if !self.reserve() {
-                self.untracked.fetch_add(1, Ordering::Relaxed);
-                return false;
-            }
+            self.untracked.fetch_add(1, Ordering::Relaxed);
+            return false;
         }
         match self.buckets.entry(key) {
             Entry::Occupied(mut e) => {
@@ -171,7 +170,7 @@ impl RateLimiter {
     /// Evicts refilled buckets, at most once per [`SWEEP_INTERVAL_NS`] of packet time.
     /// A clock that went backwards past the last sweep also allows one, so a replay
     /// that restarts its clock is not locked out.
-    fn sweep(&self, now_ns: u64) {
+    pub fn sweep(&self, now_ns: u64) {
         let last = self.last_sweep_ns.load(Ordering::Acquire);
         let due = now_ns < last || now_ns - last >= SWEEP_INTERVAL_NS;
         if !due
@@ -317,11 +316,12 @@ mod tests {
     }
 
     #[test]
-    fn full_table_evicts_refilled_buckets() {
+    fn a_sweep_evicts_refilled_buckets() {
         let l = limiter(1, RatePeriod::Second, 1, 2);
         assert!(!l.over_rate(0, ip(1), 0));
         assert!(!l.over_rate(0, ip(2), 0));
-        // Two seconds later both buckets are full again, so both can go.
+        // Two seconds later both buckets are full again, so the sweep takes both.
+        l.sweep(2 * SEC);
         assert!(!l.over_rate(0, ip(3), 2 * SEC));
         assert_eq!(
             l.stats(),
@@ -355,13 +355,32 @@ mod tests {
         let l = limiter(1, RatePeriod::Second, 1, 1);
         assert!(!l.over_rate(0, ip(1), 0));
         // At t=0 the first sweep runs, but ip(1) has not refilled.
+        l.sweep(0);
         assert!(!l.over_rate(0, ip(2), 0));
         // At 0.5 s the last sweep is less than a second old: no sweep.
+        l.sweep(SEC / 2);
         assert!(!l.over_rate(0, ip(2), SEC / 2));
         assert_eq!(l.stats().evicted, 0);
         // At 1 s a sweep is due and ip(1) is full: evicted, ip(2) tracked.
+        l.sweep(SEC);
         assert!(!l.over_rate(0, ip(2), SEC));
         assert!(l.over_rate(0, ip(2), SEC));
+        assert_eq!(l.stats().evicted, 1);
+    }
+
+    #[test]
+    fn the_verdict_path_never_sweeps() {
+        let l = limiter(1, RatePeriod::Second, 1, 1);
+        assert!(!l.over_rate(0, ip(1), 0));
+        // Long after ip(1) refilled, a newcomer is still untracked: only a sweep
+        // (the engine's expiry, off the verdict path) makes room.
+        for t in 1..5 {
+            assert!(!l.over_rate(0, ip(2), t * SEC));
+        }
+        assert_eq!((l.stats().untracked, l.stats().evicted), (4, 0));
+        l.sweep(5 * SEC);
+        assert!(!l.over_rate(0, ip(2), 5 * SEC));
+        assert!(l.over_rate(0, ip(2), 5 * SEC));
         assert_eq!(l.stats().evicted, 1);
     }
 
