@@ -11,7 +11,7 @@ pub use crate::engine::spec::Timeouts;
 use crate::engine::tracker::{TcpState, TcpTracker};
 use core::hash::BuildHasher;
 use core::net::IpAddr;
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 use hashbrown::HashTable;
 use std::sync::{Mutex, MutexGuard};
 
@@ -235,8 +235,6 @@ pub struct FlowTable {
     len: AtomicUsize,
     max: usize,
     timeouts: Timeouts,
-    /// Second of the last full sweep forced by a full table (at most one a second).
-    last_forced_sweep: AtomicU32,
 }
 
 /// What [`FlowTable::with_flow`] found.
@@ -259,7 +257,6 @@ impl FlowTable {
             len: AtomicUsize::new(0),
             max: max.max(1),
             timeouts,
-            last_forced_sweep: AtomicU32::new(0),
         }
     }
 
@@ -313,19 +310,10 @@ impl FlowTable {
                 return Some(f(&mut slot.flow, Lookup::Existing));
             }
         }
+        // A full table waits for the next expiry (the front end's, once a second):
+        // the verdict path never walks the table.
         if self.len() >= self.max {
-            let last = self.last_forced_sweep.load(Ordering::Relaxed);
-            if last != now_s
-                && self
-                    .last_forced_sweep
-                    .compare_exchange(last, now_s, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-            {
-                self.expire(now_ns);
-            }
-            if self.len() >= self.max {
-                return None;
-            }
+            return None;
         }
         let mut guard = self.lock(hash);
         let shard = &mut *guard;
@@ -463,7 +451,10 @@ mod tests {
         let (k3, low3) = FlowKey::new(v4("192.0.2.1"), 3, v4("192.0.2.2"), 53, 17);
         assert_eq!(table.with_flow(k3, low3, 1_000_000_000, |_, l| l), None);
         assert_eq!(table.len(), 2);
+        // Idle past the UDP timeout, but only an expiry removes them: a lookup does not.
         let later = 32 * 1_000_000_000;
+        assert_eq!(table.with_flow(k3, low3, later, |_, l| l), None);
+        assert_eq!(table.expire(later), 2);
         assert_eq!(
             table.with_flow(k3, low3, later, |_, l| l),
             Some(Lookup::Created)
