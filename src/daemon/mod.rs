@@ -693,6 +693,8 @@ impl Daemon {
         let mut next_ping = Instant::now();
         let mut next_expire = Instant::now() + Duration::from_secs(1);
         let shedding = Shedding::for_maxlen(self.config.daemon.queue_maxlen);
+        // What the queues were bound with: a reload that changes it takes a restart.
+        let fail_open = self.config.daemon.fail_open;
         loop {
             for sig in signals.pending() {
                 match sig {
@@ -719,7 +721,7 @@ impl Daemon {
                 self.reload_pending = false;
                 self.start_reload();
             }
-            self.update_shedding(shedding);
+            self.update_shedding(shedding, fail_open);
             let now = Instant::now();
             if now >= next_expire {
                 next_expire = now + Duration::from_secs(1);
@@ -745,10 +747,9 @@ impl Daemon {
     }
 
     /// Sets each queue's shedding flag from the kernel's backlog, where the config's
-    /// `shedding` allows it.
-    fn update_shedding(&self, s: Shedding) {
-        let d = &self.config.daemon;
-        let allowed = d.shedding.sheds(d.fail_open);
+    /// `shedding` allows it for queues bound with `fail_open`.
+    fn update_shedding(&self, s: Shedding, fail_open: bool) {
+        let allowed = self.config.daemon.shedding.sheds(fail_open);
         let kernel = stats::read_kernel_queues();
         for qs in &self.shared.queues {
             let Some(k) = kernel.iter().find(|k| k.queue == qs.number) else {
