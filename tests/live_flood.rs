@@ -23,7 +23,7 @@ const FLOOD_PPS: u32 = 150_000;
 /// Legitimate requests made while the flood runs.
 const LEGIT: u32 = 300;
 /// Peak resident memory the README states for `max_flows = 100000`: the flow table
-/// (about 251 bytes a flow, preallocated in chunks), the peer table, buffers, threads.
+/// (about 268 bytes a flow, preallocated in chunks), the peer table, buffers, threads.
 const RSS_BOUND: u64 = 128 << 20;
 
 /// The daemon's peak resident set (`VmHWM`), bytes.
