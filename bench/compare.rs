@@ -38,8 +38,9 @@
 //!
 //! Environment: `COMPARE_ROUNDS` (default 3), `COMPARE_SECONDS` per trial (default
 //! 4), `COMPARE_WORKLOADS` and `COMPARE_PROGRAMS` (comma-separated names from the
-//! lists above), `COMPARE_REPLAY=0` to skip the replay step, `COMPARE_CAPTURE=PATH` to keep its
-//! capture there, `NFQWALL_BIN` for another
+//! lists above), `COMPARE_SERVICE` (lines added to nfqwall's service, `\n` between
+//! them, e.g. `track = "none"`), `COMPARE_REPLAY=0` to skip the replay step,
+//! `COMPARE_CAPTURE=PATH` to keep its capture there, `NFQWALL_BIN` for another
 //! nfqwall binary. Root only.
 
 #[path = "../tests/support/mod.rs"]
@@ -317,6 +318,11 @@ fn nfqwall_config(w: Workload, p: Program, log: &Path) -> String {
         w.port(),
         if stateless { "stateless = true\n" } else { "" }
     );
+    // Extra lines for the service (`track = "none"`, say), for what-if trials.
+    if let Ok(extra) = std::env::var("COMPARE_SERVICE") {
+        c.push_str(&extra.replace("\\n", "\n"));
+        c.push('\n');
+    }
     if p == Program::Nfqwall100 {
         for i in 0..100 {
             c.push_str(&format!(
