@@ -12,7 +12,7 @@ mod live;
 mod support;
 
 use live::*;
-use support::{example_bin, require_root};
+use support::{example_bin, peak_rss, require_root};
 
 /// The daemon's flow table bound in this test.
 const MAX_FLOWS: u64 = 100_000;
@@ -25,17 +25,6 @@ const LEGIT: u32 = 300;
 /// Peak resident memory the README states for `max_flows = 100000`: the flow table
 /// (about 268 bytes a flow, preallocated in chunks), the peer table, buffers, threads.
 const RSS_BOUND: u64 = 128 << 20;
-
-/// The daemon's peak resident set (`VmHWM`), bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
 
 #[test]
 fn live_syn_flood_from_a_million_spoofed_sources() {

@@ -21,7 +21,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use support::cpu_seconds;
+use support::{cpu_seconds, peak_rss};
 
 /// One test at a time: both load the machine.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -101,17 +101,6 @@ impl Drop for CpuLimit {
     }
 }
 
-/// The daemon's peak resident set (`VmHWM`), bytes.
-fn peak_rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 fn n(v: &Value, path: &[&str]) -> u64 {
     path.iter().fold(v, |v, k| &v[*k]).as_u64().unwrap_or(0)
 }
@@ -154,20 +143,14 @@ fn bulk_server(h: &mut Host) {
     );
 }
 
-/// An iperf3 upload from the client for `secs`, at `rate` (`0`: as fast as it goes).
-fn upload_cmd(secs: u64, rate: &str) -> String {
-    format!("iperf3 -M 1448 -t {secs} -b {rate} -c 192.0.2.2 -p {BULK} -J")
-}
-
-/// The receiver's bytes in iperf3's JSON report.
-fn received(json: &str) -> u64 {
-    let j: Value = serde_json::from_str(json).expect("iperf3 JSON");
-    j["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0)
-}
-
-/// An upload (see [`upload_cmd`]); returns the receiver's bytes.
+/// An iperf3 upload from the client for `secs`, at `rate` (`0`: as fast as it goes);
+/// returns the receiver's bytes.
 fn upload(h: &Host, secs: u64, rate: &str) -> u64 {
-    received(&h.pair.client.sh_out(&upload_cmd(secs, rate)))
+    let out = h.pair.client.sh_out(&format!(
+        "iperf3 -M 1448 -t {secs} -b {rate} -c 192.0.2.2 -p {BULK} -J"
+    ));
+    let j: Value = serde_json::from_str(&out).expect("iperf3 JSON");
+    j["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0)
 }
 
 #[test]

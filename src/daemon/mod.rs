@@ -750,6 +750,16 @@ impl Daemon {
     /// `shedding` allows it for queues bound with `fail_open`.
     fn update_shedding(&self, s: Shedding, fail_open: bool) {
         let allowed = self.config.daemon.shedding.sheds(fail_open);
+        if !allowed
+            && !self
+                .shared
+                .queues
+                .iter()
+                .any(|q| q.shedding.load(Ordering::Relaxed))
+        {
+            // Nothing to start or to stop: no need to read the kernel's backlog.
+            return;
+        }
         let kernel = stats::read_kernel_queues();
         for qs in &self.shared.queues {
             let Some(k) = kernel.iter().find(|k| k.queue == qs.number) else {

@@ -9,8 +9,8 @@
 //! A thread that counts claims a shard of its own for its life (the daemon's queue
 //! and feed threads), and gives it back when it ends: only that thread writes it, so
 //! an increment is a plain load and store, no locked read-modify-write. A returned
-//! shard keeps its counts; its next owner adds to them. While all [`SHARDS`] are
-//! claimed, further threads share one overflow shard with atomic increments.
+//! shard keeps its counts; its next owner adds to them. While all 16 are claimed,
+//! further threads share one overflow shard with atomic increments.
 
 use crate::engine::patterns::Pattern;
 use crate::engine::reason::{Reason, REASON_KINDS};
@@ -22,56 +22,103 @@ const _: () = assert!(SHARDS <= 32);
 /// The overflow shard's index.
 const SHARED: usize = SHARDS;
 
-/// One shard's counters. Atomics so that a snapshot may read them while they are
-/// written; how they are incremented is [`Local::add`]'s business.
-#[derive(Debug)]
-pub struct CounterShard {
-    pub packets: AtomicU64,
-    pub accepted: AtomicU64,
-    pub dropped: AtomicU64,
-    pub would_drop: AtomicU64,
-    pub vouched: AtomicU64,
-    pub would_accept: AtomicU64,
-    pub passed_on: AtomicU64,
-    pub by_reason: [AtomicU64; REASON_KINDS],
-    pub by_pattern: [AtomicU64; Pattern::ALL.len()],
-    pub sack_repaired: AtomicU64,
-    pub sack_blocks_rewritten: AtomicU64,
-    pub sack_blocks_unchanged: AtomicU64,
-    pub fed: AtomicU64,
-    pub fed_pickups: AtomicU64,
-    pub fed_sack: AtomicU64,
-    pub feed_losses: AtomicU64,
+/// Declares the counters once: [`CounterShard`] (atomics, one per shard),
+/// [`Counters`] (the sums) and the summing. Every counter is a `u64`; the two
+/// indexed families (`by_reason`, `by_pattern`) are added by hand.
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// One shard's counters. Atomics so that a snapshot may read them while they
+        /// are written; how they are incremented is [`Local::add`]'s business.
+        #[derive(Debug)]
+        pub struct CounterShard {
+            $(pub $name: AtomicU64,)*
+            pub by_reason: [AtomicU64; REASON_KINDS],
+            pub by_pattern: [AtomicU64; Pattern::ALL.len()],
+        }
+
+        impl CounterShard {
+            fn new() -> CounterShard {
+                CounterShard {
+                    $($name: AtomicU64::new(0),)*
+                    by_reason: core::array::from_fn(|_| AtomicU64::new(0)),
+                    by_pattern: core::array::from_fn(|_| AtomicU64::new(0)),
+                }
+            }
+        }
+
+        /// The engine's counters since start, summed over its threads.
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        pub struct Counters {
+            $($(#[$doc])* pub $name: u64,)*
+            /// Verdicts by reason, indexed by [`Reason::index`].
+            pub by_reason: [u64; REASON_KINDS],
+            /// Packets by pattern, indexed like [`Pattern::ALL`].
+            pub by_pattern: [u64; Pattern::ALL.len()],
+        }
+
+        impl Counters {
+            fn zero() -> Counters {
+                Counters {
+                    $($name: 0,)*
+                    by_reason: [0; REASON_KINDS],
+                    by_pattern: [0; Pattern::ALL.len()],
+                }
+            }
+
+            /// Adds one shard's counts (each read once).
+            fn add(&mut self, c: &CounterShard) {
+                let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                $(self.$name += get(&c.$name);)*
+                for (sum, a) in self.by_reason.iter_mut().zip(&c.by_reason) {
+                    *sum += get(a);
+                }
+                for (sum, a) in self.by_pattern.iter_mut().zip(&c.by_pattern) {
+                    *sum += get(a);
+                }
+            }
+        }
+    };
 }
 
-impl CounterShard {
-    fn new() -> CounterShard {
-        let zero = || AtomicU64::new(0);
-        CounterShard {
-            packets: zero(),
-            accepted: zero(),
-            dropped: zero(),
-            would_drop: zero(),
-            vouched: zero(),
-            would_accept: zero(),
-            passed_on: zero(),
-            by_reason: core::array::from_fn(|_| zero()),
-            by_pattern: core::array::from_fn(|_| zero()),
-            sack_repaired: zero(),
-            sack_blocks_rewritten: zero(),
-            sack_blocks_unchanged: zero(),
-            fed: zero(),
-            fed_pickups: zero(),
-            fed_sack: zero(),
-            feed_losses: zero(),
-        }
-    }
+counters! {
+    /// Packets judged.
+    packets,
+    /// Accept verdicts.
+    accepted,
+    /// Drop verdicts.
+    dropped,
+    /// Log-only accepts that enforce mode would have dropped.
+    would_drop,
+    /// INVALID packets let past the host's INVALID drop on evidence.
+    vouched,
+    /// Log-only passes that enforce mode would have let past the INVALID drop.
+    would_accept,
+    /// Packets handed on to the host's rules.
+    passed_on,
+    /// Packets whose displaced SACK blocks were rewritten.
+    sack_repaired,
+    /// SACK blocks rewritten into the data sender's space.
+    sack_blocks_rewritten,
+    /// SACK blocks of a repairing service passed on unchanged: the offset not yet
+    /// proven, the blocks not verified against data the feed showed sent, or not
+    /// displaced at all.
+    sack_blocks_unchanged,
+    /// Packets of the shadow feed the engine learned from
+    /// ([`crate::engine::Engine::observe`]): never judged, never counted as verdicts.
+    fed,
+    /// Fed packets that started a flow the engine did not know (picked up).
+    fed_pickups,
+    /// SACK-bearing packets the feed copied for the offset learner
+    /// ([`crate::engine::Engine::observe_sack`]) that reached a flow it knows.
+    fed_sack,
+    /// Times the feed reported a loss ([`crate::engine::Engine::feed_lost`]).
+    feed_losses,
 }
 
 /// The calling thread's shard, and whether it is the thread's own.
 #[derive(Clone, Copy)]
 pub struct Local<'a> {
-    pub c: &'a CounterShard,
+    pub shard: &'a CounterShard,
     own: bool,
 }
 
@@ -154,7 +201,7 @@ impl CounterShards {
     pub fn local(&self) -> Local<'_> {
         let i = SHARD.try_with(|c| c.0).unwrap_or(SHARED);
         Local {
-            c: &self.shards[i.min(SHARED)].0,
+            shard: &self.shards[i].0,
             own: i < SHARDS,
         }
     }
@@ -163,37 +210,17 @@ impl CounterShards {
     /// error): accepted by nfqwall, so that the host's own rules decide.
     pub fn count_unjudged(&self, reason: Reason) {
         let l = self.local();
-        l.add(&l.c.packets, 1);
-        l.add(&l.c.accepted, 1);
-        l.add(&l.c.by_reason[reason.index()], 1);
+        l.add(&l.shard.packets, 1);
+        l.add(&l.shard.accepted, 1);
+        l.add(&l.shard.by_reason[reason.index()], 1);
     }
 
     /// The sums over all shards now (each counter read once; counts taken while the
     /// snapshot runs may land in it or in the next).
     pub fn snapshot(&self) -> Counters {
         let mut s = Counters::zero();
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         for Padded(c) in self.shards.iter() {
-            s.packets += get(&c.packets);
-            s.accepted += get(&c.accepted);
-            s.dropped += get(&c.dropped);
-            s.would_drop += get(&c.would_drop);
-            s.vouched += get(&c.vouched);
-            s.would_accept += get(&c.would_accept);
-            s.passed_on += get(&c.passed_on);
-            for (sum, a) in s.by_reason.iter_mut().zip(&c.by_reason) {
-                *sum += get(a);
-            }
-            for (sum, a) in s.by_pattern.iter_mut().zip(&c.by_pattern) {
-                *sum += get(a);
-            }
-            s.sack_repaired += get(&c.sack_repaired);
-            s.sack_blocks_rewritten += get(&c.sack_blocks_rewritten);
-            s.sack_blocks_unchanged += get(&c.sack_blocks_unchanged);
-            s.fed += get(&c.fed);
-            s.fed_pickups += get(&c.fed_pickups);
-            s.fed_sack += get(&c.fed_sack);
-            s.feed_losses += get(&c.feed_losses);
+            s.add(c);
         }
         s
     }
@@ -202,70 +229,6 @@ impl CounterShards {
 impl Default for CounterShards {
     fn default() -> Self {
         CounterShards::new()
-    }
-}
-
-/// The engine's counters since start, summed over its threads.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Counters {
-    /// Packets judged.
-    pub packets: u64,
-    /// Accept verdicts.
-    pub accepted: u64,
-    /// Drop verdicts.
-    pub dropped: u64,
-    /// Log-only accepts that enforce mode would have dropped.
-    pub would_drop: u64,
-    /// INVALID packets let past the host's INVALID drop on evidence.
-    pub vouched: u64,
-    /// Log-only passes that enforce mode would have let past the INVALID drop.
-    pub would_accept: u64,
-    /// Packets handed on to the host's rules.
-    pub passed_on: u64,
-    /// Verdicts by reason, indexed by [`Reason::index`].
-    pub by_reason: [u64; REASON_KINDS],
-    /// Packets by pattern, indexed like [`Pattern::ALL`].
-    pub by_pattern: [u64; Pattern::ALL.len()],
-    /// Packets whose displaced SACK blocks were rewritten.
-    pub sack_repaired: u64,
-    /// SACK blocks rewritten into the data sender's space.
-    pub sack_blocks_rewritten: u64,
-    /// SACK blocks of a repairing service passed on unchanged: the offset not yet
-    /// proven, the blocks not verified against data the feed showed sent, or not
-    /// displaced at all.
-    pub sack_blocks_unchanged: u64,
-    /// Packets of the shadow feed the engine learned from
-    /// ([`crate::engine::Engine::observe`]): never judged, never counted as verdicts.
-    pub fed: u64,
-    /// Fed packets that started a flow the engine did not know (picked up).
-    pub fed_pickups: u64,
-    /// SACK-bearing packets the feed copied for the offset learner
-    /// ([`crate::engine::Engine::observe_sack`]) that reached a flow it knows.
-    pub fed_sack: u64,
-    /// Times the feed reported a loss ([`crate::engine::Engine::feed_lost`]).
-    pub feed_losses: u64,
-}
-
-impl Counters {
-    fn zero() -> Counters {
-        Counters {
-            packets: 0,
-            accepted: 0,
-            dropped: 0,
-            would_drop: 0,
-            vouched: 0,
-            would_accept: 0,
-            passed_on: 0,
-            by_reason: [0; REASON_KINDS],
-            by_pattern: [0; Pattern::ALL.len()],
-            sack_repaired: 0,
-            sack_blocks_rewritten: 0,
-            sack_blocks_unchanged: 0,
-            fed: 0,
-            fed_pickups: 0,
-            fed_sack: 0,
-            feed_losses: 0,
-        }
     }
 }
 
@@ -287,7 +250,7 @@ mod tests {
                 s.spawn(|| {
                     for _ in 0..1000 {
                         let l = shards.local();
-                        l.add(&l.c.packets, 1);
+                        l.add(&l.shard.packets, 1);
                     }
                     shards.count_unjudged(Reason::Shed);
                 });
@@ -310,7 +273,7 @@ mod tests {
                 s.spawn(|| {
                     let l = shards.local();
                     assert!(l.own, "a thread alone got the overflow shard");
-                    l.add(&l.c.packets, 2);
+                    l.add(&l.shard.packets, 2);
                 });
             });
         }

@@ -260,7 +260,7 @@ impl Engine {
     #[inline]
     fn bump(&self, field: impl FnOnce(&CounterShard) -> &AtomicU64, n: u64) {
         let l = self.counters.local();
-        l.add(field(l.c), n);
+        l.add(field(l.shard), n);
     }
 
     /// Counts a packet a front end left unjudged (load shedding, internal error):
@@ -1100,7 +1100,7 @@ impl Engine {
 
     fn count(&self, d: &Decision, now_ns: u64) {
         let l = self.counters.local();
-        let c = l.c;
+        let c = l.shard;
         l.add(&c.packets, 1);
         match d.disposition {
             Disposition::Drop => l.add(&c.dropped, 1),
