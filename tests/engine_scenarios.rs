@@ -319,6 +319,44 @@ fn sack_blocks_displaced_by_a_constant_offset() {
     assert_eq!(peers[0].1.sack_displaced, 3);
 }
 
+/// RFC 2883: a D-SACK reports a duplicate below the cumulative ACK. On a bulk
+/// upload the duplicate of a spurious retransmission can lie far below it: as far as
+/// the data the receiver's (the SACK sender's) window let be in flight, however
+/// small the data sender's own window is. As conntrack bounds it
+/// (`receiver->td_end - MAXACKWINDOW(sender)`), that is not a displaced block.
+#[test]
+fn dsack_far_below_the_ack_within_the_sack_senders_window_is_plain() {
+    let mut c = established();
+    // The server offers 8 MiB (0xffff << 7); the client's own window stays at 64 KiB.
+    send!(c, Seg { from_client: false, seq: c.s(0), ack: Some(c.c(0)), window: 0xffff, ..templ() }
+        => Accept, None, []);
+    for i in 0..100u32 {
+        send!(c, Seg { seq: c.c(i * 1448), ack: Some(c.s(0)), len: 1448, ..templ() } => Accept, None, []);
+    }
+    send!(c, Seg { from_client: false, seq: c.s(0), ack: Some(c.c(100 * 1448)), window: 0xffff, ..templ() }
+        => Accept, None, []);
+    // The first segment again, spuriously: 143,352 bytes below the ACK.
+    send!(c, Seg { seq: c.c(0), ack: Some(c.s(0)), len: 1448, ..templ() }
+        => Accept, None, [Retransmission, SpuriousRetransmission]);
+    let dsack = TcpOptionElement::SelectiveAcknowledgement((c.c(0), c.c(1448)), [None, None, None]);
+    let d = c.send(Seg {
+        from_client: false,
+        seq: c.s(0),
+        ack: Some(c.c(100 * 1448)),
+        window: 0xffff,
+        options: vec![TcpOptionElement::Noop, TcpOptionElement::Noop, dsack],
+        ..templ()
+    });
+    assert_eq!(d.verdict, Verdict::Accept);
+    assert_eq!(d.reason, None, "{d:?}");
+    assert!(c
+        .engine
+        .peers()
+        .snapshot()
+        .iter()
+        .all(|(_, p)| p.sack_displaced == 0));
+}
+
 #[test]
 fn honest_sack_blocks_are_plain() {
     let mut c = established();

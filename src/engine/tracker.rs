@@ -688,7 +688,10 @@ impl TcpTracker {
         } else {
             offered
         };
-        let below = data_side.maxwin.max(MIN_SLACK);
+        // As conntrack's `receiver->td_end - MAXACKWINDOW(sender)`: what may lie below
+        // the ACK (a D-SACK's duplicate) is bounded by the window the SACK sender
+        // offered, not by the data sender's own.
+        let below = sack_side.maxwin.max(data_side.maxwin).max(MIN_SLACK);
         let mut outside = false;
         let mut range: Option<(u32, u32)> = None;
         for (i, b) in sack.as_slice().iter().enumerate() {
