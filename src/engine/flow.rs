@@ -33,7 +33,10 @@ pub fn addr_from_bytes(b: [u8; 16]) -> IpAddr {
 }
 
 /// A direction-free flow key: the lower (address, port) endpoint first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// Stored as bytes (38 of them, no padding to a 16-byte alignment); compared and
+/// hashed as 128-bit words, which is what a lookup per packet costs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowKey {
     low_addr: [u8; 16],
     high_addr: [u8; 16],
@@ -42,19 +45,35 @@ pub struct FlowKey {
     proto: u8,
 }
 
+impl core::hash::Hash for FlowKey {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        state.write_u128(u128::from_ne_bytes(self.low_addr));
+        state.write_u128(u128::from_ne_bytes(self.high_addr));
+        state.write_u64(
+            u64::from(self.low_port)
+                | u64::from(self.high_port) << 16
+                | u64::from(self.proto) << 32,
+        );
+    }
+}
+
 impl FlowKey {
     /// Builds the key for a packet and says whether its sender is the lower endpoint.
     pub fn new(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, proto: u8) -> (FlowKey, bool) {
-        let a = (addr_bytes(src), sport);
-        let b = (addr_bytes(dst), dport);
-        let sender_is_low = a <= b;
-        let (low, high) = if sender_is_low { (a, b) } else { (b, a) };
+        let (s, d) = (addr_bytes(src), addr_bytes(dst));
+        // Big-endian words order as the bytes do.
+        let sender_is_low = (u128::from_be_bytes(s), sport) <= (u128::from_be_bytes(d), dport);
+        let ((low_addr, low_port), (high_addr, high_port)) = if sender_is_low {
+            ((s, sport), (d, dport))
+        } else {
+            ((d, dport), (s, sport))
+        };
         (
             FlowKey {
-                low_addr: low.0,
-                high_addr: high.0,
-                low_port: low.1,
-                high_port: high.1,
+                low_addr,
+                high_addr,
+                low_port,
+                high_port,
                 proto,
             },
             sender_is_low,

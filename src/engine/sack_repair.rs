@@ -548,7 +548,7 @@ impl RepairTable {
         lagging: bool,
         now_s: u32,
     ) {
-        if len == 0 {
+        if len == 0 || self.is_empty() {
             return;
         }
         if let Some(mut l) = self.map.get_mut(key) {
@@ -572,6 +572,9 @@ impl RepairTable {
     /// displaced blocks of a flow being learned (no-op otherwise), given the tracker's
     /// offset range.
     pub fn note_ack(&self, key: &FlowKey, side: usize, ack: SeqNumber, (low, high): (u32, u32)) {
+        if self.is_empty() {
+            return;
+        }
         if let Some(mut l) = self.map.get_mut(key) {
             if usize::from(l.data_side) != side {
                 l.note_fill(ack, low, high);
@@ -596,6 +599,9 @@ impl RepairTable {
         blocks: &[SackBlock],
         range: (u32, u32),
     ) {
+        if self.is_empty() {
+            return;
+        }
         let epoch = self.epoch.load(Ordering::Relaxed);
         if let Some(mut l) = self.map.get_mut(key) {
             if usize::from(l.data_side) != side {
@@ -606,6 +612,9 @@ impl RepairTable {
 
     /// The exact offset of a flow, if learned.
     pub fn exact(&self, key: &FlowKey) -> Option<u32> {
+        if self.is_empty() {
+            return None;
+        }
         self.map.get(key).and_then(|l| l.exact)
     }
 

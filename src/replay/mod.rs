@@ -3,12 +3,13 @@
 
 pub mod capture;
 pub mod output;
+mod read_ahead;
 
 use crate::engine::flow::FlowKey;
 use crate::engine::meta::{CtHint, PacketMeta};
 use crate::engine::patterns::Pattern;
 use crate::engine::reason::Class;
-use crate::engine::{Decision, Engine, Reason};
+use crate::engine::{Decision, Engine, Reason, Tuple};
 use capture::{CaptureError, CaptureReader};
 use std::collections::HashMap;
 use std::io::Read;
@@ -131,29 +132,25 @@ pub struct ReplaySummary {
 }
 
 /// Replays a capture through `engine`, calling `each` for every frame it is shown.
-pub fn replay<R: Read>(
+pub fn replay<R: Read + Send>(
     engine: &Engine,
     input: R,
     visibility: Visibility<'_>,
     mut each: impl FnMut(&FrameOutcome),
 ) -> Result<ReplaySummary, CaptureError> {
-    let mut reader = CaptureReader::new(input)?;
+    let reader = CaptureReader::new(input)?;
     let mut summary = ReplaySummary {
         visibility: visibility.name(),
         ..ReplaySummary::default()
     };
     let mut middleboxes: HashMap<FlowKey, MiddleboxSuspect> = HashMap::new();
-    let mut flows_seen: HashMap<FlowKey, FlowTrouble> = HashMap::new();
+    // Flows in order of first sight; a capture's frames come in runs of one flow, so
+    // the last flow's index is checked before the map.
+    let mut flow_index: foldhash::HashMap<FlowKey, usize> = foldhash::HashMap::default();
+    let mut flows_seen: Vec<FlowTrouble> = Vec::new();
+    let mut last_flow: Option<(Tuple, usize)> = None;
     let mut next_expire = 0u64;
-    while let Some(frame) = reader.next_frame() {
-        let frame = match frame {
-            Ok(f) => f,
-            Err(e @ CaptureError::Truncated { .. }) | Err(e @ CaptureError::Malformed { .. }) => {
-                summary.truncated = Some(e.to_string());
-                break;
-            }
-            Err(e) => return Err(e),
-        };
+    let ended = read_ahead::for_each_frame(reader, |frame| {
         if frame.ts_ns >= next_expire {
             engine.expire(frame.ts_ns);
             if let Visibility::Deployed { model } = visibility {
@@ -168,13 +165,13 @@ pub fn replay<R: Read>(
                     Some(state) => CtHint::Given(state),
                     None => {
                         summary.not_queued += 1;
-                        continue;
+                        return;
                     }
                 }
             }
             (Visibility::Deployed { .. }, Err(_)) => {
                 summary.not_queued += 1;
-                continue;
+                return;
             }
         };
         let decision = match frame.link {
@@ -218,12 +215,28 @@ pub fn replay<R: Read>(
         }
         if let Some(t) = decision.tuple {
             if matches!(t.proto, 6 | 17) {
-                let key = FlowKey::new(t.src, t.sport, t.dst, t.dport, t.proto).0;
-                let f = flows_seen.entry(key).or_insert_with(|| FlowTrouble {
-                    first: Some((t.src, t.sport)),
-                    second: Some((t.dst, t.dport)),
-                    ..FlowTrouble::default()
-                });
+                let same = |l: &Tuple| {
+                    *l == t
+                        || (l.src, l.sport, l.dst, l.dport, l.proto)
+                            == (t.dst, t.dport, t.src, t.sport, t.proto)
+                };
+                let i = match last_flow {
+                    Some((ref l, i)) if same(l) => i,
+                    _ => {
+                        let key = FlowKey::new(t.src, t.sport, t.dst, t.dport, t.proto).0;
+                        let i = *flow_index.entry(key).or_insert_with(|| {
+                            flows_seen.push(FlowTrouble {
+                                first: Some((t.src, t.sport)),
+                                second: Some((t.dst, t.dport)),
+                                ..FlowTrouble::default()
+                            });
+                            flows_seen.len() - 1
+                        });
+                        last_flow = Some((t, i));
+                        i
+                    }
+                };
+                let f = &mut flows_seen[i];
                 let class = decision.reason.map(|r| r.class());
                 if !decision.patterns.is_empty()
                     || matches!(class, Some(Class::Benign | Class::Hostile))
@@ -270,9 +283,16 @@ pub fn replay<R: Read>(
             decision,
             visibility: visibility.name(),
         });
+    });
+    match ended {
+        Ok(()) => {}
+        Err(e @ (CaptureError::Truncated { .. } | CaptureError::Malformed { .. })) => {
+            summary.truncated = Some(e.to_string());
+        }
+        Err(e) => return Err(e),
     }
     summary.flows = flows_seen.len() as u64;
-    summary.troubled_flows = flows_seen.into_values().filter(|f| f.total() > 0).collect();
+    summary.troubled_flows = flows_seen.into_iter().filter(|f| f.total() > 0).collect();
     summary
         .troubled_flows
         .sort_by(|a, b| b.total().cmp(&a.total()).then(a.first.cmp(&b.first)));

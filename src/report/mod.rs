@@ -212,7 +212,7 @@ fn widen(span: &mut (u64, u64), ts: u64) {
 }
 
 /// Replays a capture through `engine` and collects the report.
-pub fn from_capture<R: Read>(
+pub fn from_capture<R: Read + Send>(
     source: &str,
     engine: &Engine,
     input: R,

@@ -232,6 +232,7 @@ pub fn parse_ip_following(
 }
 
 /// One IP header, read, and the payload after it.
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct IpLayer<'a> {
     src: IpAddr,
     dst: IpAddr,
@@ -244,6 +245,48 @@ struct IpLayer<'a> {
 }
 
 fn ip_layer(bytes: &[u8], max_len: usize) -> Result<IpLayer<'_>, ParseError> {
+    match ipv4_layer(bytes, max_len) {
+        Some(layer) => Ok(layer),
+        None => any_ip_layer(bytes, max_len),
+    }
+}
+
+/// The common case read directly: an IPv4 header without an authentication header.
+/// Gives exactly what [`any_ip_layer`] gives (etherparse's lax reading: a total
+/// length below the header, or above the bytes, falls back to the bytes), which
+/// `ipv4_fast_path_agrees_with_etherparse` checks; `None` for anything else.
+fn ipv4_layer(bytes: &[u8], max_len: usize) -> Option<IpLayer<'_>> {
+    const AUTH: u8 = 51;
+    let first = *bytes.first()?;
+    let header_len = usize::from(first & 0xf) * 4;
+    if first >> 4 != 4 || header_len < 20 || bytes.len() < header_len || bytes[9] == AUTH {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([bytes[2], bytes[3]]));
+    let on_wire = |len: usize| (total.min(max_len) as u32).saturating_sub(len as u32);
+    let (payload, wire_payload_len) = if total < header_len {
+        let p = &bytes[header_len..];
+        (p, p.len() as u32)
+    } else if bytes.len() < total {
+        (&bytes[header_len..], on_wire(header_len))
+    } else {
+        (&bytes[header_len..total], on_wire(header_len))
+    };
+    let frag = u16::from_be_bytes([bytes[6], bytes[7]]);
+    let (offset, more) = (frag & 0x1fff, frag & 0x2000 != 0);
+    let addr = |at: usize| IpAddr::from([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    Some(IpLayer {
+        src: addr(12),
+        dst: addr(16),
+        ip_len: header_len as u32 + wire_payload_len,
+        proto: bytes[9],
+        fragment: (more || offset != 0).then_some(Fragment { offset, more }),
+        payload,
+        wire_payload_len,
+    })
+}
+
+fn any_ip_layer(bytes: &[u8], max_len: usize) -> Result<IpLayer<'_>, ParseError> {
     use etherparse::err::ip::LaxHeaderSliceError as E;
     let (ip, _ext_err) = LaxIpSlice::from_slice(bytes).map_err(|e| {
         ParseError::Ip(match e {
@@ -368,6 +411,48 @@ fn parse_transport(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The direct IPv4 reading agrees with etherparse's wherever it applies: every
+    /// field, and the payload as the same bytes of the same buffer.
+    #[test]
+    fn ipv4_fast_path_agrees_with_etherparse() {
+        use proptest::prelude::*;
+        let mut runner = proptest::test_runner::TestRunner::new_with_rng(
+            proptest::test_runner::Config::with_cases(4096),
+            proptest::test_runner::TestRng::deterministic_rng(
+                proptest::test_runner::RngAlgorithm::ChaCha,
+            ),
+        );
+        let case = (
+            proptest::collection::vec(any::<u8>(), 0..80),
+            0x40u8..0x50,
+            prop_oneof![0u16..100, any::<u16>()],
+            any::<u16>(),
+            prop_oneof![Just(6u8), Just(17), Just(51), Just(47), any::<u8>()],
+            0usize..2000,
+        );
+        runner
+            .run(&case, |(mut b, first, total, frag, proto, max_len)| {
+                if b.len() >= 20 {
+                    b[0] = first;
+                    b[2..4].copy_from_slice(&total.to_be_bytes());
+                    b[6..8].copy_from_slice(&frag.to_be_bytes());
+                    b[9] = proto;
+                }
+                if let Some(fast) = ipv4_layer(&b, max_len) {
+                    let slow = any_ip_layer(&b, max_len);
+                    prop_assert!(slow.is_ok(), "{fast:?} but etherparse: {:?}", slow.err());
+                    let slow = slow.unwrap();
+                    prop_assert_eq!(fast.payload.as_ptr(), slow.payload.as_ptr());
+                    prop_assert_eq!(fast, slow);
+                } else if b.first().is_some_and(|f| f >> 4 == 4 && f & 0xf >= 5) {
+                    let header_len = usize::from(b[0] & 0xf) * 4;
+                    prop_assert!(b.len() < header_len || b[9] == 51);
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
 
     /// IPv4 + TCP SYN from 192.0.2.1:40000 to 198.51.100.2:80, MSS option.
     const SYN_V4: [u8; 44] = [
