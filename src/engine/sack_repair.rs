@@ -535,6 +535,18 @@ impl RepairTable {
         self.len() == 0
     }
 
+    /// The learner of `key`, without touching the map while it is empty: most flows
+    /// pass here on every segment, and almost none is being learned.
+    fn learner_mut(
+        &self,
+        key: &FlowKey,
+    ) -> Option<dashmap::mapref::one::RefMut<'_, FlowKey, Learner>> {
+        if self.is_empty() {
+            return None;
+        }
+        self.map.get_mut(key)
+    }
+
     /// Records a data segment of a flow that is being learned (no-op otherwise);
     /// `lagging`: it came from the shadow feed, which delivers a batch late.
     ///
@@ -548,10 +560,10 @@ impl RepairTable {
         lagging: bool,
         now_s: u32,
     ) {
-        if len == 0 || self.is_empty() {
+        if len == 0 {
             return;
         }
-        if let Some(mut l) = self.map.get_mut(key) {
+        if let Some(mut l) = self.learner_mut(key) {
             if usize::from(l.data_side) == side {
                 if l.boundaries.push(start, start + len) {
                     l.top_epoch = self.epoch.load(Ordering::Relaxed);
@@ -572,10 +584,7 @@ impl RepairTable {
     /// displaced blocks of a flow being learned (no-op otherwise), given the tracker's
     /// offset range.
     pub fn note_ack(&self, key: &FlowKey, side: usize, ack: SeqNumber, (low, high): (u32, u32)) {
-        if self.is_empty() {
-            return;
-        }
-        if let Some(mut l) = self.map.get_mut(key) {
+        if let Some(mut l) = self.learner_mut(key) {
             if usize::from(l.data_side) != side {
                 l.note_fill(ack, low, high);
             }
@@ -599,11 +608,8 @@ impl RepairTable {
         blocks: &[SackBlock],
         range: (u32, u32),
     ) {
-        if self.is_empty() {
-            return;
-        }
         let epoch = self.epoch.load(Ordering::Relaxed);
-        if let Some(mut l) = self.map.get_mut(key) {
+        if let Some(mut l) = self.learner_mut(key) {
             if usize::from(l.data_side) != side {
                 l.note_ceiling(ack, blocks, range, epoch);
             }

@@ -40,7 +40,9 @@ pub fn for_each_frame<R: Read + Send>(
 ) -> Result<(), CaptureError> {
     let (full_tx, full_rx) = mpsc::sync_channel::<Batch>(IN_FLIGHT);
     let (free_tx, free_rx) = mpsc::sync_channel::<Batch>(IN_FLIGHT + 1);
-    std::thread::scope(|s| {
+    // `move`: the receiver is dropped when this closure ends, even by a panic in
+    // `each`, so a reader blocked on a full channel stops and the scope can join it.
+    std::thread::scope(move |s| {
         std::thread::Builder::new()
             .name("replay-read".into())
             .spawn_scoped(s, move || read_batches(&mut reader, &full_tx, &free_rx))
@@ -59,7 +61,7 @@ pub fn for_each_frame<R: Read + Send>(
             if let Some(end) = batch.end.take() {
                 return end;
             }
-            // The reader may have ended (it never does without a last batch).
+            // A full free list only means the reader made a batch of its own.
             let _ = free_tx.try_send(batch);
         }
         Ok(())
