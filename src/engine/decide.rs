@@ -428,7 +428,8 @@ impl Engine {
                     d.ct_state = CtState::Invalid;
                 }
                 let tracked = Tracked::stateless(d.ct_state, Some(Reason::Malformed(e)), None);
-                return self.finish(d, &tracked, None);
+                self.finish(&mut d, &tracked, None);
+                return d;
             }
         };
         let (sport, dport, tcp_flags) = match pkt.transport {
@@ -470,7 +471,7 @@ impl Engine {
             ip_len: pkt.ip_len,
         };
         let outcome = policy.evaluate(now_ns, &input);
-        let mut d = self.finish(d, &tracked, Some(outcome));
+        self.finish(&mut d, &tracked, Some(outcome));
         let repairs = outcome
             .service
             .and_then(|s| policy.get_service(s))
@@ -594,7 +595,7 @@ impl Engine {
     /// the host's rules. A rule's `accept` never vouches: it means nfqwall has no
     /// objection, and the host's rules still decide. Log-only changes no packet's
     /// fate and says what enforce would have done.
-    fn finish(&self, mut d: Decision, t: &Tracked, outcome: Option<PolicyOutcome>) -> Decision {
+    fn finish(&self, d: &mut Decision, t: &Tracked, outcome: Option<PolicyOutcome>) {
         if let Some(o) = outcome {
             d.service = o.service;
             d.mode = o.mode;
@@ -631,7 +632,6 @@ impl Engine {
         } else {
             Verdict::Accept
         };
-        d
     }
 
     /// TCP with the whole flow in view (replay with `--visibility full`): the engine

@@ -15,17 +15,19 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use hashbrown::HashTable;
 use std::sync::{Mutex, MutexGuard};
 
-/// An address as 16 bytes (IPv4 mapped into IPv6), so keys have one fixed size.
-pub fn addr_bytes(a: IpAddr) -> [u8; 16] {
+/// An address as one 128-bit number (IPv4 mapped into IPv6, `::ffff:a.b.c.d`), so
+/// keys have one fixed size and order as the addresses' bytes do.
+#[inline]
+pub fn addr_word(a: IpAddr) -> u128 {
     match a {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
+        IpAddr::V4(v4) => 0xffff_u128 << 32 | u128::from(v4.to_bits()),
+        IpAddr::V6(v6) => v6.to_bits(),
     }
 }
 
-/// Turns 16 key bytes back into an address (mapped IPv4 becomes IPv4 again).
-pub fn addr_from_bytes(b: [u8; 16]) -> IpAddr {
-    let v6 = core::net::Ipv6Addr::from(b);
+/// Turns a key's 128-bit address back into an address (mapped IPv4 becomes IPv4).
+pub fn addr_from_word(w: u128) -> IpAddr {
+    let v6 = core::net::Ipv6Addr::from_bits(w);
     match v6.to_ipv4_mapped() {
         Some(v4) => IpAddr::V4(v4),
         None => IpAddr::V6(v6),
@@ -34,8 +36,9 @@ pub fn addr_from_bytes(b: [u8; 16]) -> IpAddr {
 
 /// A direction-free flow key: the lower (address, port) endpoint first.
 ///
-/// Stored as bytes (38 of them, no padding to a 16-byte alignment); compared and
-/// hashed as 128-bit words, which is what a lookup per packet costs.
+/// Stored as bytes (38 of them, no padding to a 16-byte alignment) that hold each
+/// address's [`addr_word`] in native byte order; compared and hashed as 128-bit
+/// words, which is what a lookup per packet costs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowKey {
     low_addr: [u8; 16],
@@ -60,9 +63,8 @@ impl core::hash::Hash for FlowKey {
 impl FlowKey {
     /// Builds the key for a packet and says whether its sender is the lower endpoint.
     pub fn new(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, proto: u8) -> (FlowKey, bool) {
-        let (s, d) = (addr_bytes(src), addr_bytes(dst));
-        // Big-endian words order as the bytes do.
-        let sender_is_low = (u128::from_be_bytes(s), sport) <= (u128::from_be_bytes(d), dport);
+        let (s, d) = (addr_word(src), addr_word(dst));
+        let sender_is_low = (s, sport) <= (d, dport);
         let ((low_addr, low_port), (high_addr, high_port)) = if sender_is_low {
             ((s, sport), (d, dport))
         } else {
@@ -70,8 +72,8 @@ impl FlowKey {
         };
         (
             FlowKey {
-                low_addr,
-                high_addr,
+                low_addr: low_addr.to_ne_bytes(),
+                high_addr: high_addr.to_ne_bytes(),
                 low_port,
                 high_port,
                 proto,
@@ -83,8 +85,14 @@ impl FlowKey {
     /// The two endpoints, lower first.
     pub fn endpoints(&self) -> ((IpAddr, u16), (IpAddr, u16)) {
         (
-            (addr_from_bytes(self.low_addr), self.low_port),
-            (addr_from_bytes(self.high_addr), self.high_port),
+            (
+                addr_from_word(u128::from_ne_bytes(self.low_addr)),
+                self.low_port,
+            ),
+            (
+                addr_from_word(u128::from_ne_bytes(self.high_addr)),
+                self.high_port,
+            ),
         )
     }
 
@@ -448,6 +456,43 @@ mod tests {
             (a, pa, b, pb),
             (v4("192.0.2.1"), 40000, v4("198.51.100.2"), 80)
         );
+    }
+
+    fn any_addr() -> impl proptest::strategy::Strategy<Value = IpAddr> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<[u8; 4]>().prop_map(IpAddr::from),
+            any::<[u8; 16]>().prop_map(IpAddr::from),
+            // The v4-mapped range, where a v4 address and its mapped v6 meet.
+            any::<[u8; 4]>()
+                .prop_map(|b| IpAddr::V6(core::net::Ipv4Addr::from(b).to_ipv6_mapped())),
+        ]
+    }
+
+    /// The mapped IPv6 form's bytes: the order and equality a key must keep.
+    fn mapped_octets(a: IpAddr) -> [u8; 16] {
+        match a {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn keys_order_endpoints_as_their_mapped_bytes_do(
+            a in any_addr(), pa: u16, b in any_addr(), pb: u16, proto: u8,
+        ) {
+            let (key, a_is_low) = FlowKey::new(a, pa, b, pb, proto);
+            let want_low = (mapped_octets(a), pa) <= (mapped_octets(b), pb);
+            proptest::prop_assert_eq!(a_is_low, want_low);
+            let (back, b_is_low) = FlowKey::new(b, pb, a, pa, proto);
+            proptest::prop_assert_eq!(key, back);
+            proptest::prop_assert_eq!(b_is_low, !a_is_low || (mapped_octets(a), pa) == (mapped_octets(b), pb));
+            let ((lo, lp), (hi, hp)) = key.endpoints();
+            let (low, high) = if a_is_low { ((a, pa), (b, pb)) } else { ((b, pb), (a, pa)) };
+            proptest::prop_assert_eq!((mapped_octets(lo), lp), (mapped_octets(low.0), low.1));
+            proptest::prop_assert_eq!((mapped_octets(hi), hp), (mapped_octets(high.0), high.1));
+        }
     }
 
     #[test]
