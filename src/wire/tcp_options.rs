@@ -124,7 +124,23 @@ impl fmt::Display for OptionError {
 impl std::error::Error for OptionError {}
 
 /// Reads a TCP option list (the bytes between the fixed header and the payload).
+#[inline]
 pub fn parse_options(bytes: &[u8]) -> Result<TcpOptions, OptionError> {
+    // What Linux, BSD and Windows put on every segment after the handshake when
+    // timestamps are on (RFC 7323, appendix A's layout): two NOPs, then timestamps.
+    if let [kind::NOP, kind::NOP, kind::TIMESTAMPS, 10, ts @ ..] = bytes {
+        if ts.len() == 8 {
+            return Ok(TcpOptions {
+                timestamps: Some((be32(&ts[..4]), be32(&ts[4..]))),
+                ..TcpOptions::default()
+            });
+        }
+    }
+    parse_options_in_order(bytes)
+}
+
+/// [`parse_options`] for any layout: each option in turn, by its length.
+fn parse_options_in_order(bytes: &[u8]) -> Result<TcpOptions, OptionError> {
     let mut opts = TcpOptions::default();
     let mut at = 0;
     while at < bytes.len() {
@@ -192,6 +208,18 @@ fn be32(b: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn the_timestamp_only_layout_reads_as_any_layout_does(
+            ts: [u8; 8], tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4),
+        ) {
+            let mut bytes = vec![kind::NOP, kind::NOP, kind::TIMESTAMPS, 10];
+            bytes.extend_from_slice(&ts);
+            bytes.extend_from_slice(&tail);
+            proptest::prop_assert_eq!(parse_options(&bytes), parse_options_in_order(&bytes));
+        }
+    }
 
     #[test]
     fn linux_syn_options() {
