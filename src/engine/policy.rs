@@ -158,6 +158,100 @@ impl AddrSet {
     }
 }
 
+/// An IPv4 prefix test `addr & mask == net` that a rule's address set implies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct V4Test {
+    net: u32,
+    mask: u32,
+}
+
+impl V4Test {
+    /// Every IPv4 address passes.
+    const ANY: V4Test = V4Test { net: 0, mask: 0 };
+    /// No IPv4 address passes (`a & 0` is never 1).
+    const NONE: V4Test = V4Test { net: 1, mask: 0 };
+
+    /// The test an IPv4 address must pass to be in `set`: exact for one IPv4 prefix
+    /// or none, else the prefix the set's networks share (never stricter than the set).
+    fn implied_by(set: &AddrSet) -> V4Test {
+        if set.any {
+            return V4Test::ANY;
+        }
+        let Some(&(first, first_mask)) = set.v4.first() else {
+            return V4Test::NONE;
+        };
+        let mut mask = set.v4.iter().fold(first_mask, |m, &(_, k)| m & k);
+        for &(net, _) in &set.v4 {
+            // Keep only the leading bits on which every network agrees.
+            mask &= !(u32::MAX
+                .checked_shr((net ^ first).leading_zeros())
+                .unwrap_or(0));
+        }
+        V4Test {
+            net: first & mask,
+            mask,
+        }
+    }
+
+    #[inline]
+    fn admits(self, addr: u32) -> bool {
+        addr & self.mask == self.net
+    }
+}
+
+/// What a rule asks of a packet that is cheapest to test, kept beside the other
+/// rules' screens in one small array: a packet it rejects cannot match the rule, so
+/// most packets pass a long list of address rules without reading the rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Screen {
+    /// Bit set of accepted conntrack states; 0 = any.
+    ct: u8,
+    /// Implied by the rule's source networks, for IPv4 packets.
+    src: V4Test,
+    /// Implied by the rule's destination networks, for IPv4 packets.
+    dst: V4Test,
+}
+
+impl Screen {
+    fn of(rule: &CompiledRule) -> Screen {
+        Screen {
+            ct: rule.ct,
+            src: V4Test::implied_by(&rule.src),
+            dst: V4Test::implied_by(&rule.dst),
+        }
+    }
+
+    #[inline]
+    fn admits(self, p: &Screened) -> bool {
+        if self.ct != 0 && self.ct & p.ct == 0 {
+            return false;
+        }
+        match p.v4 {
+            Some((src, dst)) => self.src.admits(src) && self.dst.admits(dst),
+            None => true,
+        }
+    }
+}
+
+/// A packet's fields as the screens read them, worked out once per packet.
+struct Screened {
+    ct: u8,
+    /// Source and destination, when both are IPv4.
+    v4: Option<(u32, u32)>,
+}
+
+impl Screened {
+    fn of(p: &RuleInput) -> Screened {
+        Screened {
+            ct: ct_bit(p.ct_state),
+            v4: match (p.src, p.dst) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => Some((u32::from(s), u32::from(d))),
+                _ => None,
+            },
+        }
+    }
+}
+
 /// Returns true if and only if `ranges` is empty (any port) or `port` is in one of them.
 /// A packet without a port (ICMP, later fragment) fails a non-empty port test.
 #[inline]
@@ -270,6 +364,8 @@ pub struct ServicePolicy {
     ports: Vec<PortRange>,
     addresses: AddrSet,
     rules: Vec<CompiledRule>,
+    /// One per rule, in rule order.
+    screens: Vec<Screen>,
 }
 
 impl ServicePolicy {
@@ -385,8 +481,9 @@ impl Policy {
         // Ids fit in u16: validation rejects more services or rules than that.
         let service = Some(ServiceId(sid as u16));
         let mut logged = None;
-        for (rid, rule) in svc.rules.iter().enumerate() {
-            if !rule.matches_stateless(input) {
+        let screened = Screened::of(input);
+        for (rid, (screen, rule)) in svc.screens.iter().zip(&svc.rules).enumerate() {
+            if !screen.admits(&screened) || !rule.matches_stateless(input) {
                 continue;
             }
             // The rate is tested last so that only packets meeting every other
@@ -505,7 +602,8 @@ fn compile_service(
             });
             CompiledRule::new(r, slot)
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let screens = rules.iter().map(Screen::of).collect();
     ServicePolicy {
         name: s.name.as_str().into(),
         protocol: s.protocol,
@@ -518,6 +616,7 @@ fn compile_service(
         ports: s.ports.clone(),
         addresses: AddrSet::new(&s.addresses),
         rules,
+        screens,
     }
 }
 
@@ -561,6 +660,95 @@ mod tests {
             "[daemon]\nmode = \"enforce\"\n[[service]]\nname = \"web\"\nprotocol = \"tcp\"\n\
              default = \"{default}\"\n{rules}"
         ))
+    }
+
+    const STATES: [CtState; 5] = [
+        CtState::New,
+        CtState::Invalid,
+        CtState::Untracked,
+        CtState::Established,
+        CtState::Related,
+    ];
+
+    fn any_net() -> impl proptest::strategy::Strategy<Value = IpNet> {
+        use proptest::prelude::*;
+        prop_oneof![
+            // IPv4 prefixes near one another, so that several share leading bits.
+            (0u32..4, any::<u16>(), 8u8..=32).prop_map(|(hi, lo, len)| {
+                let a = Ipv4Addr::from(0x0a00_0000 | hi << 20 | u32::from(lo) << 4);
+                IpNet::V4(ipnet::Ipv4Net::new(a, len).unwrap().trunc())
+            }),
+            (any::<u128>(), 0u8..=128).prop_map(|(a, len)| {
+                IpNet::V6(ipnet::Ipv6Net::new(Ipv6Addr::from(a), len).unwrap().trunc())
+            }),
+        ]
+    }
+
+    fn any_addr() -> impl proptest::strategy::Strategy<Value = IpAddr> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u32..4, any::<u32>())
+                .prop_map(|(hi, lo)| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | hi << 20 | lo >> 12))),
+            any::<u32>().prop_map(|a| IpAddr::V4(Ipv4Addr::from(a))),
+            any::<u128>().prop_map(|a| IpAddr::V6(Ipv6Addr::from(a))),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The screen only ever skips a rule that cannot match.
+        #[test]
+        fn a_packet_the_screen_rejects_never_matches_the_rule(
+            source in proptest::collection::vec(any_net(), 0..4),
+            destination in proptest::collection::vec(any_net(), 0..3),
+            states in proptest::collection::vec(0usize..5, 0..3),
+            src in any_addr(),
+            dst in any_addr(),
+            state in 0usize..5,
+        ) {
+            let rule = Rule {
+                name: "r".into(),
+                action: RuleAction::Drop,
+                source,
+                destination,
+                source_ports: Vec::new(),
+                destination_ports: Vec::new(),
+                tcp_flags: None,
+                ct_state: states.iter().map(|&i| STATES[i]).collect(),
+                interface: None,
+                length: None,
+                rate: None,
+                mark: None,
+            };
+            let compiled = CompiledRule::new(&rule, None);
+            let input = RuleInput { src, dst, ct_state: STATES[state], ..TEMPL };
+            if compiled.matches_stateless(&input) {
+                proptest::prop_assert!(Screen::of(&compiled).admits(&Screened::of(&input)));
+            }
+        }
+    }
+
+    #[test]
+    fn one_prefix_screens_exactly_and_several_by_what_they_share() {
+        let set = |nets: &[&str]| {
+            AddrSet::new(&nets.iter().map(|n| n.parse().unwrap()).collect::<Vec<_>>())
+        };
+        let test = |nets: &[&str]| V4Test::implied_by(&set(nets));
+        let a = |s: &str| u32::from(s.parse::<Ipv4Addr>().unwrap());
+        assert_eq!(test(&[]), V4Test::ANY);
+        assert_eq!(test(&["2001:db8::/32"]), V4Test::NONE);
+        assert!(!V4Test::NONE.admits(a("10.0.0.1")));
+        let one = test(&["10.7.0.0/16"]);
+        assert!(one.admits(a("10.7.200.1")) && !one.admits(a("10.8.0.1")));
+        // 10.4.0.0/16 and 10.6.0.0/16 share 10.4.0.0/15's first 14 bits: 10.4.0.0/14.
+        let two = test(&["10.4.0.0/16", "10.6.0.0/16"]);
+        assert_eq!(
+            two,
+            V4Test {
+                net: a("10.4.0.0"),
+                mask: a("255.252.0.0")
+            }
+        );
+        assert!(two.admits(a("10.5.0.1")) && !two.admits(a("10.8.0.1")));
     }
 
     /// The terminating rule's name, or "default".
