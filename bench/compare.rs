@@ -42,7 +42,8 @@
 //! Environment: `COMPARE_ROUNDS` (default 3), `COMPARE_SECONDS` per trial (default
 //! 4), `COMPARE_WORKLOADS` and `COMPARE_PROGRAMS` (comma-separated names from the
 //! lists above), `COMPARE_SERVICE` (lines added to nfqwall's service, `\n` between
-//! them, e.g. `track = "none"`), `COMPARE_REPLAY=0` to skip the replay step,
+//! them, e.g. `track = "none"`), `COMPARE_DAEMON` (lines added to its `[daemon]`, e.g.
+//! `busy_poll_us = 50`), `COMPARE_REPLAY=0` to skip the replay step,
 //! `COMPARE_CAPTURE=PATH` to keep its capture there, `NFQWALL_BIN` for another
 //! nfqwall binary. Root only.
 
@@ -324,8 +325,12 @@ fn server_rules(w: Workload, queue: bool) -> Vec<String> {
 
 fn nfqwall_config(w: Workload, p: Program, log: &Path) -> String {
     let stateless = matches!(w, Workload::Udp | Workload::Latency);
+    // Extra lines for the daemon (`busy_poll_us = 50`, say), for what-if trials.
+    let daemon_extra = std::env::var("COMPARE_DAEMON")
+        .map(|d| d.replace("\\n", "\n") + "\n")
+        .unwrap_or_default();
     let mut c = format!(
-        "[daemon]\nqueues = \"0\"\nlog = \"{}\"\n{}\n[[service]]\nname = \"bench\"\n\
+        "[daemon]\nqueues = \"0\"\nlog = \"{}\"\n{daemon_extra}{}\n[[service]]\nname = \"bench\"\n\
          protocol = \"{}\"\nports = [{}]\ndefault = \"accept\"\n{}",
         log.display(),
         if p == Program::Nfqwall100 {

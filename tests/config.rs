@@ -161,7 +161,7 @@ fn unknown_key() {
         "rules/x.toml:3:1: daemon.queus: unknown key \"queus\"; expected one of: mode, \
          queues, queue_maxlen, fail_open, log, log_rate_per_reason, summary_interval, \
          vouch_mark, state_mask, fail_open_invalid, shedding, metrics, log_format, journald, \
-         feed_group, feed_size, feed_threshold"
+         feed_group, feed_size, feed_threshold, busy_poll_us"
     );
 }
 
@@ -415,6 +415,10 @@ fn track_defaults_and_errors() {
         error("[daemon]\nfeed_threshold = 0\n"),
         "rules/x.toml:2:18: daemon.feed_threshold: expected a batch size in packets from 1 \
          to 1024, found 0"
+    );
+    assert_eq!(
+        error("[daemon]\nbusy_poll_us = 5000\n"),
+        "rules/x.toml:2:16: daemon.busy_poll_us: expected microseconds from 0 to 1000, found 5000"
     );
 }
 

@@ -70,6 +70,9 @@ pub struct DaemonConfig {
     pub feed_size: u32,
     /// Packets the kernel batches into one feed message (`--nflog-threshold`).
     pub feed_threshold: u16,
+    /// Microseconds a queue thread that has just answered keeps asking its socket
+    /// for more (without sleeping) before it waits; 0: it waits at once.
+    pub busy_poll_us: u32,
     /// Where the OpenMetrics endpoint listens (`None`: no endpoint, the default).
     pub metrics: Option<std::net::SocketAddr>,
     /// The form of event lines.
@@ -276,6 +279,7 @@ impl Config {
                 feed_group: DEFAULT_FEED_GROUP,
                 feed_size: DEFAULT_FEED_SIZE,
                 feed_threshold: DEFAULT_FEED_THRESHOLD,
+                busy_poll_us: 0,
             },
             engine: EngineConfig {
                 max_flows: 1_000_000,

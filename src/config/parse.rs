@@ -43,6 +43,7 @@ const DAEMON_KEYS: &[&str] = &[
     "feed_group",
     "feed_size",
     "feed_threshold",
+    "busy_poll_us",
 ];
 const ENGINE_KEYS: &[&str] = &["max_flows", "max_peers", "max_rate_sources", "timeouts"];
 const TIMEOUT_KEYS: &[&str] = &["syn", "established", "closing", "closed", "udp", "other"];
@@ -119,6 +120,8 @@ const EXP_TRACK_STATELESS: &str =
 const EXP_FEED_GROUP: &str = "an NFLOG group from 0 to 65535";
 const EXP_FEED_SIZE: &str = "a copy range in bytes from 64 to 65535";
 const EXP_FEED_THRESHOLD: &str = "a batch size in packets from 1 to 1024";
+const MAX_BUSY_POLL_US: i64 = 1000;
+const EXP_BUSY_POLL: &str = "microseconds from 0 to 1000";
 
 /// Ids are `u16`, so more services, or rules in one service, cannot be numbered.
 const MAX_IDS: usize = u16::MAX as usize;
@@ -505,6 +508,9 @@ fn daemon(cx: &Cx, t: &Tab, d: &mut DaemonConfig) -> Result<()> {
     }
     if let Some(n) = t.get("feed_threshold") {
         d.feed_threshold = n.int(cx, 1, 1024, EXP_FEED_THRESHOLD)? as u16;
+    }
+    if let Some(n) = t.get("busy_poll_us") {
+        d.busy_poll_us = n.int(cx, 0, MAX_BUSY_POLL_US, EXP_BUSY_POLL)? as u32;
     }
     let vouch = t.get("vouch_mark");
     let state = t.get("state_mask");

@@ -192,6 +192,8 @@ pub struct Shared {
     pub feed_bound: AtomicBool,
     /// The queue threads' end of the handback channel ([`handback`]).
     pub handback: handback::Handback,
+    /// `daemon.busy_poll_us` in nanoseconds (a reload changes it at once).
+    pub busy_poll_ns: AtomicU64,
     start: Instant,
 }
 
@@ -405,6 +407,7 @@ pub fn run(opts: RunOptions, rules: Box<dyn Ruleset>) -> Result<(), DaemonError>
             }),
         feed_bound: AtomicBool::new(false),
         handback,
+        busy_poll_ns: AtomicU64::new(u64::from(config.daemon.busy_poll_us) * 1000),
         start: Instant::now(),
     });
     let rules_description = rules.describe();
@@ -572,6 +575,7 @@ impl Daemon {
             "fail_open": d.fail_open,
             "fail_open_invalid": d.fail_open_invalid.name(),
             "shedding": d.shedding.name(),
+            "busy_poll_us": d.busy_poll_us,
             "vouch_mark": format!("{:#x}", d.vouch_mark),
             "state_mask": format!("{:#x}", d.state_mask),
             "socket_rcvbuf": rcvbuf,
@@ -839,6 +843,9 @@ impl Daemon {
         self.gate.set_limit(cfg.daemon.log_rate_per_reason);
         self.summary_interval
             .store(cfg.daemon.summary_interval, Ordering::Relaxed);
+        self.shared
+            .busy_poll_ns
+            .store(u64::from(cfg.daemon.busy_poll_us) * 1000, Ordering::Relaxed);
         let old = &self.config.daemon;
         let new = &cfg.daemon;
         let mut needs_restart = Vec::new();

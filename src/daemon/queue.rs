@@ -147,12 +147,18 @@ pub fn run(mut sock: NfqSocket, index: usize, shared: &Shared, sink: &EventSink)
         // Queued before the thread could judge: the host's rules decide them.
         st.accept_unjudged_up_to(&sock, id);
     }
+    // Until when the thread, having answered, polls its socket instead of sleeping
+    // (`daemon.busy_poll_us`): at a packet every few tens of microseconds, each
+    // sleep and wake-up costs the thread and the kernel more than the polling does.
+    let mut poll_until = 0u64;
     while !shared.stop.load(Ordering::Relaxed) {
         // Wait only with no verdict held; otherwise drain what is there.
-        let dontwait = !st.batch.is_empty();
-        if !dontwait {
+        let idle = st.batch.is_empty();
+        let polling = idle && poll_until != 0 && shared.mono_ns() < poll_until;
+        if idle {
             qs.busy_since.store(0, Ordering::Relaxed);
         }
+        let dontwait = !idle || polling;
         match sock.recv_many(&mut slots, dontwait) {
             Ok(k) => {
                 own_add(&qs.recv_calls, 1);
@@ -167,10 +173,16 @@ pub fn run(mut sock: NfqSocket, index: usize, shared: &Shared, sink: &EventSink)
                 if k < slots.capacity() {
                     // The socket had no more: nothing else to wait for.
                     st.flush(&sock);
+                    poll_until = poll_deadline(shared);
                 }
             }
             Err(e) => match e.raw_os_error() {
-                Some(libc::EAGAIN) => st.flush(&sock),
+                // Nothing yet: let whatever else wants this core run, then ask again.
+                Some(libc::EAGAIN) if polling => std::thread::yield_now(),
+                Some(libc::EAGAIN) => {
+                    st.flush(&sock);
+                    poll_until = poll_deadline(shared);
+                }
                 Some(libc::EINTR) => st.flush(&sock),
                 Some(libc::ENOBUFS) => {
                     // Messages were lost (their ids show as gaps): read on at once.
@@ -204,6 +216,14 @@ pub fn run(mut sock: NfqSocket, index: usize, shared: &Shared, sink: &EventSink)
     st.flush(&sock);
     qs.busy_since.store(0, Ordering::Relaxed);
     drop(sock);
+}
+
+/// The end of a busy poll that starts now; 0 when busy polling is off.
+fn poll_deadline(shared: &Shared) -> u64 {
+    match shared.busy_poll_ns.load(Ordering::Relaxed) {
+        0 => 0,
+        ns => shared.mono_ns() + ns,
+    }
 }
 
 /// What a queue thread's verdicts read but never change.
