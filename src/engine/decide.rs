@@ -143,6 +143,29 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// A decision before judging: pass on, nothing found, enforce mode, NEW.
+    pub const EMPTY: Decision = Decision {
+        disposition: Disposition::PassOn,
+        verdict: Verdict::Accept,
+        reason: None,
+        would_drop: false,
+        would_accept: false,
+        mode: Mode::Enforce,
+        patterns: Patterns::EMPTY,
+        ct_state: CtState::New,
+        tuple: None,
+        tunnel: wire::tunnel::Tunnels::NONE,
+        service: None,
+        rule: None,
+        logged_rule: None,
+        mark: None,
+        peer: None,
+        repair_offset: None,
+        rewrite: None,
+        rewritten: false,
+        handback_due: false,
+    };
+
     /// Returns true if and only if the decision deserves an event: any reason, a
     /// would-drop, or a matching `log` rule.
     pub fn is_notable(&self) -> bool {
@@ -278,8 +301,10 @@ impl Engine {
 
     /// Judges one packet. `now_ns` is the packet's time (capture timestamp in replay,
     /// arrival time live); the engine never reads a clock.
+    #[inline]
     pub fn decide(&self, now_ns: u64, meta: &PacketMeta<'_>, bytes: &[u8]) -> Decision {
-        let d = self.judge(now_ns, meta, bytes);
+        let mut d = Decision::EMPTY;
+        self.judge(&mut d, now_ns, meta, bytes);
         self.count(&d, now_ns);
         d
     }
@@ -380,56 +405,41 @@ impl Engine {
         !flow.partial && flow.fed_epoch == self.feed_epoch()
     }
 
-    fn judge(&self, now_ns: u64, meta: &PacketMeta<'_>, bytes: &[u8]) -> Decision {
+    /// Judges one packet into `d` (which holds [`Decision::EMPTY`]): filled in place
+    /// and the parse borrowed, because copying either struct per packet cost more
+    /// than a rule.
+    fn judge(&self, d: &mut Decision, now_ns: u64, meta: &PacketMeta<'_>, bytes: &[u8]) {
         let policy = self.policy.load();
         let given_ct = match meta.ct {
             CtHint::Given(s) => s,
             CtHint::Auto => CtState::New,
         };
-        let mut d = Decision {
-            disposition: Disposition::PassOn,
-            verdict: Verdict::Accept,
-            reason: None,
-            would_drop: false,
-            would_accept: false,
-            mode: policy.default_mode(),
-            patterns: Patterns::EMPTY,
-            ct_state: given_ct,
-            tuple: None,
-            tunnel: wire::tunnel::Tunnels::NONE,
-            service: None,
-            rule: None,
-            logged_rule: None,
-            mark: None,
-            peer: None,
-            repair_offset: None,
-            rewrite: None,
-            rewritten: false,
-            handback_due: false,
-        };
+        d.mode = policy.default_mode();
+        d.ct_state = given_ct;
         let wire_len = if meta.wire_len == 0 {
             bytes.len() as u32
         } else {
             meta.wire_len
         };
-        let pkt = match wire::parse_following(
+        let parsed = wire::parse_following(
             meta.link,
             bytes,
             wire_len,
             self.follow_tunnels.load(Ordering::Relaxed),
-        ) {
-            Ok(p) => p,
+        );
+        let pkt = match parsed {
+            Ok(ref p) => p,
             Err(ParseError::NotIp(_)) => {
                 d.reason = Some(Reason::NotIp);
-                return d;
+                return;
             }
             Err(e) => {
                 if meta.ct == CtHint::Auto {
                     d.ct_state = CtState::Invalid;
                 }
                 let tracked = Tracked::stateless(d.ct_state, Some(Reason::Malformed(e)), None);
-                self.finish(&mut d, &tracked, None);
-                return d;
+                self.finish(d, &tracked, None);
+                return;
             }
         };
         let (sport, dport, tcp_flags) = match pkt.transport {
@@ -448,10 +458,10 @@ impl Engine {
 
         let tracked = match pkt.transport {
             Transport::Tcp(ref seg) => match meta.ct {
-                CtHint::Auto => self.track_tcp_whole(now_ns, &pkt, seg),
-                CtHint::Given(ct) => self.track_tcp_seen(now_ns, ct, &pkt, seg),
+                CtHint::Auto => self.track_tcp_whole(now_ns, pkt, seg),
+                CtHint::Given(ct) => self.track_tcp_seen(now_ns, ct, pkt, seg),
             },
-            Transport::Udp { sport, dport } => self.track_udp(now_ns, meta.ct, &pkt, sport, dport),
+            Transport::Udp { sport, dport } => self.track_udp(now_ns, meta.ct, pkt, sport, dport),
             Transport::Fragment => Tracked::stateless(given_ct, Some(Reason::Fragment), None),
             _ => Tracked::stateless(given_ct, None, None),
         };
@@ -471,7 +481,7 @@ impl Engine {
             ip_len: pkt.ip_len,
         };
         let outcome = policy.evaluate(now_ns, &input);
-        self.finish(&mut d, &tracked, Some(outcome));
+        self.finish(d, &tracked, Some(outcome));
         let repairs = outcome
             .service
             .and_then(|s| policy.get_service(s))
@@ -513,10 +523,9 @@ impl Engine {
                 .and_then(|s| policy.get_service(s))
                 .is_some_and(|s| s.handback());
             if hands_back {
-                d.handback_due = self.claim_handback(&pkt, sport, dport, now_ns);
+                d.handback_due = self.claim_handback(pkt, sport, dport, now_ns);
             }
         }
-        d
     }
 
     /// Marks the packet's flow as handed back; true only the first time.
