@@ -161,7 +161,7 @@ fn unknown_key() {
         "rules/x.toml:3:1: daemon.queus: unknown key \"queus\"; expected one of: mode, \
          queues, queue_maxlen, fail_open, log, log_rate_per_reason, summary_interval, \
          vouch_mark, state_mask, fail_open_invalid, shedding, metrics, log_format, journald, \
-         feed_group, feed_size, feed_threshold, busy_poll_us"
+         feed_group, feed_size, feed_threshold, busy_poll_us, busy_poll"
     );
 }
 
@@ -420,6 +420,10 @@ fn track_defaults_and_errors() {
         error("[daemon]\nbusy_poll_us = 5000\n"),
         "rules/x.toml:2:16: daemon.busy_poll_us: expected microseconds from 0 to 1000, found 5000"
     );
+    assert_eq!(
+        error("[daemon]\nbusy_poll = \"sometimes\"\n"),
+        "rules/x.toml:2:13: daemon.busy_poll: expected \"adaptive\" or \"always\", found \"sometimes\""
+    );
 }
 
 #[test]
@@ -574,4 +578,17 @@ fn handback_is_a_tcp_service_option_without_repair() {
     );
     // Off is always fine.
     assert!(Config::from_toml_str(&web("sack_repair = true\nhandback = false\n"), "x").is_ok());
+}
+
+#[test]
+fn busy_poll_is_adaptive_unless_told_always() {
+    use nfqwall::config::BusyPoll;
+    let c = Config::builtin_default();
+    assert_eq!(c.daemon.busy_poll, BusyPoll::Adaptive);
+    let c = Config::from_toml_str("[daemon]\nbusy_poll_us = 50\nbusy_poll = \"always\"\n", "x")
+        .unwrap();
+    assert_eq!(
+        (c.daemon.busy_poll_us, c.daemon.busy_poll),
+        (50, BusyPoll::Always)
+    );
 }

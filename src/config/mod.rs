@@ -73,6 +73,9 @@ pub struct DaemonConfig {
     /// Microseconds a queue thread that has just answered keeps asking its socket
     /// for more (without sleeping) before it waits; 0: it waits at once.
     pub busy_poll_us: u32,
+    /// Whether the thread polls after every answer or only while packets come
+    /// closer together than `busy_poll_us`.
+    pub busy_poll: BusyPoll,
     /// Where the OpenMetrics endpoint listens (`None`: no endpoint, the default).
     pub metrics: Option<std::net::SocketAddr>,
     /// The form of event lines.
@@ -96,6 +99,28 @@ impl LogFormat {
         match self {
             LogFormat::Nfqwall => "nfqwall",
             LogFormat::Eve => "eve",
+        }
+    }
+}
+
+/// `daemon.busy_poll`: when a queue thread that has just answered polls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusyPoll {
+    /// Only while the last wait ended within `busy_poll_us` of its start: packets
+    /// come close enough together that polling would have caught them. A thread
+    /// whose poll runs out sleeps after every answer until they do again, so an
+    /// idle or lightly loaded queue costs no polling.
+    Adaptive,
+    /// After every answer.
+    Always,
+}
+
+impl BusyPoll {
+    /// `adaptive` or `always`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BusyPoll::Adaptive => "adaptive",
+            BusyPoll::Always => "always",
         }
     }
 }
@@ -279,7 +304,8 @@ impl Config {
                 feed_group: DEFAULT_FEED_GROUP,
                 feed_size: DEFAULT_FEED_SIZE,
                 feed_threshold: DEFAULT_FEED_THRESHOLD,
-                busy_poll_us: 0,
+                busy_poll_us: 50,
+                busy_poll: BusyPoll::Adaptive,
             },
             engine: EngineConfig {
                 max_flows: 1_000_000,

@@ -17,7 +17,7 @@ use super::{
     LogTarget, PortRange, Protocol, QueueRange, RateLimit, RatePeriod, Rule, RuleAction, Service,
     TcpFlagMatch, Timeouts, Track,
 };
-use super::{FailOpenInvalid, Journald, LogFormat, SheddingPolicy};
+use super::{BusyPoll, FailOpenInvalid, Journald, LogFormat, SheddingPolicy};
 use crate::engine::meta::CtState;
 use crate::engine::policy::{Action, Mode};
 
@@ -44,6 +44,7 @@ const DAEMON_KEYS: &[&str] = &[
     "feed_size",
     "feed_threshold",
     "busy_poll_us",
+    "busy_poll",
 ];
 const ENGINE_KEYS: &[&str] = &["max_flows", "max_peers", "max_rate_sources", "timeouts"];
 const TIMEOUT_KEYS: &[&str] = &["syn", "established", "closing", "closed", "udp", "other"];
@@ -122,6 +123,7 @@ const EXP_FEED_SIZE: &str = "a copy range in bytes from 64 to 65535";
 const EXP_FEED_THRESHOLD: &str = "a batch size in packets from 1 to 1024";
 const MAX_BUSY_POLL_US: i64 = 1000;
 const EXP_BUSY_POLL: &str = "microseconds from 0 to 1000";
+const EXP_BUSY_POLL_MODE: &str = "\"adaptive\" or \"always\"";
 
 /// Ids are `u16`, so more services, or rules in one service, cannot be numbered.
 const MAX_IDS: usize = u16::MAX as usize;
@@ -511,6 +513,13 @@ fn daemon(cx: &Cx, t: &Tab, d: &mut DaemonConfig) -> Result<()> {
     }
     if let Some(n) = t.get("busy_poll_us") {
         d.busy_poll_us = n.int(cx, 0, MAX_BUSY_POLL_US, EXP_BUSY_POLL)? as u32;
+    }
+    if let Some(n) = t.get("busy_poll") {
+        d.busy_poll = match n.value() {
+            Some(Value::String(s)) if s.value() == "adaptive" => BusyPoll::Adaptive,
+            Some(Value::String(s)) if s.value() == "always" => BusyPoll::Always,
+            _ => return Err(n.expected(cx, EXP_BUSY_POLL_MODE)),
+        };
     }
     let vouch = t.get("vouch_mark");
     let state = t.get("state_mask");

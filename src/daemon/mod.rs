@@ -29,7 +29,7 @@ pub mod services;
 pub mod test_hook;
 pub mod verdict;
 
-use crate::config::{Config, QueueRange};
+use crate::config::{BusyPoll, Config, QueueRange};
 use crate::engine::patterns::Pattern;
 use crate::engine::reason::REASON_KINDS;
 use crate::engine::{Engine, Reason};
@@ -194,6 +194,8 @@ pub struct Shared {
     pub handback: handback::Handback,
     /// `daemon.busy_poll_us` in nanoseconds (a reload changes it at once).
     pub busy_poll_ns: AtomicU64,
+    /// `daemon.busy_poll` is `always` (a reload changes it at once).
+    pub busy_poll_always: AtomicBool,
     start: Instant,
 }
 
@@ -408,6 +410,7 @@ pub fn run(opts: RunOptions, rules: Box<dyn Ruleset>) -> Result<(), DaemonError>
         feed_bound: AtomicBool::new(false),
         handback,
         busy_poll_ns: AtomicU64::new(u64::from(config.daemon.busy_poll_us) * 1000),
+        busy_poll_always: AtomicBool::new(config.daemon.busy_poll == BusyPoll::Always),
         start: Instant::now(),
     });
     let rules_description = rules.describe();
@@ -576,6 +579,7 @@ impl Daemon {
             "fail_open_invalid": d.fail_open_invalid.name(),
             "shedding": d.shedding.name(),
             "busy_poll_us": d.busy_poll_us,
+            "busy_poll": d.busy_poll.name(),
             "vouch_mark": format!("{:#x}", d.vouch_mark),
             "state_mask": format!("{:#x}", d.state_mask),
             "socket_rcvbuf": rcvbuf,
@@ -846,6 +850,9 @@ impl Daemon {
         self.shared
             .busy_poll_ns
             .store(u64::from(cfg.daemon.busy_poll_us) * 1000, Ordering::Relaxed);
+        self.shared
+            .busy_poll_always
+            .store(cfg.daemon.busy_poll == BusyPoll::Always, Ordering::Relaxed);
         let old = &self.config.daemon;
         let new = &cfg.daemon;
         let mut needs_restart = Vec::new();

@@ -150,11 +150,16 @@ pub fn run(mut sock: NfqSocket, index: usize, shared: &Shared, sink: &EventSink)
     // Until when the thread, having answered, polls its socket instead of sleeping
     // (`daemon.busy_poll_us`): at a packet every few tens of microseconds, each
     // sleep and wake-up costs the thread and the kernel more than the polling does.
+    // `poll_until` is the end of the window that began when the thread last went
+    // idle; under `busy_poll = "adaptive"` it polls only while the last idle spell
+    // ended inside its window (the packets come that close together).
     let mut poll_until = 0u64;
+    let mut poll_next = false;
+    let mut was_idle = false;
     while !shared.stop.load(Ordering::Relaxed) {
         // Wait only with no verdict held; otherwise drain what is there.
         let idle = st.batch.is_empty();
-        let polling = idle && poll_until != 0 && shared.mono_ns() < poll_until;
+        let polling = idle && poll_next && poll_until != 0 && shared.mono_ns() < poll_until;
         if idle {
             qs.busy_since.store(0, Ordering::Relaxed);
         }
@@ -163,6 +168,11 @@ pub fn run(mut sock: NfqSocket, index: usize, shared: &Shared, sink: &EventSink)
             Ok(k) => {
                 own_add(&qs.recv_calls, 1);
                 let now = shared.mono_ns();
+                if was_idle {
+                    let always = shared.busy_poll_always.load(Ordering::Relaxed);
+                    poll_next = poll_wanted(always, now, poll_until);
+                    was_idle = false;
+                }
                 if now >= forget_at {
                     st.ifaces.forget();
                     forget_at = now + 5_000_000_000;
@@ -174,6 +184,7 @@ pub fn run(mut sock: NfqSocket, index: usize, shared: &Shared, sink: &EventSink)
                     // The socket had no more: nothing else to wait for.
                     st.flush(&sock);
                     poll_until = poll_deadline(shared);
+                    was_idle = true;
                 }
             }
             Err(e) => match e.raw_os_error() {
@@ -181,7 +192,10 @@ pub fn run(mut sock: NfqSocket, index: usize, shared: &Shared, sink: &EventSink)
                 Some(libc::EAGAIN) if polling => std::thread::yield_now(),
                 Some(libc::EAGAIN) => {
                     st.flush(&sock);
-                    poll_until = poll_deadline(shared);
+                    if !was_idle {
+                        poll_until = poll_deadline(shared);
+                        was_idle = true;
+                    }
                 }
                 Some(libc::EINTR) => st.flush(&sock),
                 Some(libc::ENOBUFS) => {
@@ -216,6 +230,14 @@ pub fn run(mut sock: NfqSocket, index: usize, shared: &Shared, sink: &EventSink)
     st.flush(&sock);
     qs.busy_since.store(0, Ordering::Relaxed);
     drop(sock);
+}
+
+/// Whether the thread polls when it next goes idle, now that a packet came at
+/// `now` after an idle spell whose poll window ends at `poll_until`: always under
+/// `busy_poll = "always"`; under `"adaptive"`, only if the packet came inside the
+/// window (polling would have caught it, or did).
+fn poll_wanted(always: bool, now: u64, poll_until: u64) -> bool {
+    always || (poll_until != 0 && now <= poll_until)
 }
 
 /// The end of a busy poll that starts now; 0 when busy polling is off.
@@ -437,5 +459,33 @@ impl State<'_> {
             self.accept_unjudged_up_to(sock, p.id);
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::poll_wanted;
+
+    // A thread went idle at t = 1,000 ns with a 50 µs window: its poll runs to 51,000.
+    const UNTIL: u64 = 51_000;
+
+    #[test]
+    fn adaptive_polls_again_only_when_the_packet_came_inside_the_window() {
+        assert!(poll_wanted(false, 20_000, UNTIL), "caught by the poll");
+        assert!(poll_wanted(false, UNTIL, UNTIL), "at the window's end");
+        assert!(
+            !poll_wanted(false, UNTIL + 1, UNTIL),
+            "after it: sleep next time"
+        );
+        assert!(
+            !poll_wanted(false, 5_000_000_000, UNTIL),
+            "an idle queue never polls"
+        );
+    }
+
+    #[test]
+    fn always_polls_and_a_zero_window_never_does() {
+        assert!(poll_wanted(true, 5_000_000_000, UNTIL));
+        assert!(!poll_wanted(false, 0, 0), "busy_poll_us = 0");
     }
 }
