@@ -18,7 +18,10 @@
 //!   file) and one service for the workload;
 //! - `nfqwall100`: the same service with 100 stateless source rules before its
 //!   default, in enforce mode (no packet matches them: every packet is checked
-//!   against all 100).
+//!   against all 100);
+//! - `suricata`: Suricata as an NFQ IPS (`nfq.mode: accept`, workers run mode, no
+//!   rules, no outputs), when `suricata` is installed (Debian bookworm has it in
+//!   bookworm-backports: see the README); skipped with a note otherwise.
 //!
 //! Workloads:
 //! - `udp`: iperf3, 64-byte datagrams as fast as it sends, exempt from conntrack,
@@ -67,15 +70,17 @@ enum Program {
     CBatch,
     Nfqwall,
     Nfqwall100,
+    Suricata,
 }
 
 impl Program {
-    const ALL: [Program; 5] = [
+    const ALL: [Program; 6] = [
         Program::Kernel,
         Program::NfqCrate,
         Program::CBatch,
         Program::Nfqwall,
         Program::Nfqwall100,
+        Program::Suricata,
     ];
 
     fn key(self) -> &'static str {
@@ -85,6 +90,7 @@ impl Program {
             Program::CBatch => "c",
             Program::Nfqwall => "nfqwall",
             Program::Nfqwall100 => "nfqwall100",
+            Program::Suricata => "suricata",
         }
     }
 
@@ -95,6 +101,7 @@ impl Program {
             Program::CBatch => "C libnetfilter_queue, batch",
             Program::Nfqwall => "nfqwall, default (log-only)",
             Program::Nfqwall100 => "nfqwall, 100 rules, enforce",
+            Program::Suricata => "Suricata, NFQ IPS, no rules",
         }
     }
 
@@ -178,6 +185,8 @@ struct Setup {
     nfq_accept: PathBuf,
     loadgen: PathBuf,
     c_loop: PathBuf,
+    /// Suricata's configuration (written whether or not it is installed).
+    suricata_yaml: PathBuf,
     dir: PathBuf,
     seconds: u32,
 }
@@ -233,19 +242,23 @@ fn main() {
         concat!(env!("CARGO_MANIFEST_DIR"), "/bench/c/nfq_batch.c"),
         "-lnetfilter_queue",
     ]));
+    let suricata_yaml = dir.join("suricata.yaml");
+    std::fs::write(&suricata_yaml, suricata_config(&dir)).unwrap();
     let setup = Setup {
         nfqwall: std::env::var("NFQWALL_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_nfqwall").to_string()),
         nfq_accept: support::example_bin("nfq_accept"),
         loadgen: support::example_bin("loadgen"),
         c_loop,
+        suricata_yaml,
         dir: dir.clone(),
         seconds: env_number("COMPARE_SECONDS", if smoke { 1 } else { 4 }),
     };
     let rounds = env_number("COMPARE_ROUNDS", if smoke { 1 } else { 3 });
     let workloads = env_list("COMPARE_WORKLOADS", &Workload::ALL, Workload::key);
     let smoke_programs = [Program::CBatch, Program::Nfqwall];
-    let programs = env_list(
+    let asked = std::env::var("COMPARE_PROGRAMS").is_ok_and(|v| v.contains("suricata"));
+    let mut programs = env_list(
         "COMPARE_PROGRAMS",
         if smoke {
             &smoke_programs
@@ -254,6 +267,15 @@ fn main() {
         },
         Program::key,
     );
+    if programs.contains(&Program::Suricata) && !suricata_installed() {
+        assert!(
+            !asked,
+            "COMPARE_PROGRAMS names suricata, but `suricata -V` does not run: install it \
+             (README, One harness)"
+        );
+        println!("compare: suricata is not installed, so it is left out (README, One harness)");
+        programs.retain(|&p| p != Program::Suricata);
+    }
 
     let mut results: Vec<(Workload, Program, Outcome)> = Vec::new();
     for round in 1..=rounds {
@@ -286,6 +308,31 @@ fn main() {
         replay_step(&setup);
     }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Returns true if and only if a `suricata` binary runs.
+fn suricata_installed() -> bool {
+    Command::new("suricata")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Suricata as an IPS on NFQUEUE that judges nothing: accept mode (its verdict is
+/// the packet's fate), workers (the thread that reads a packet gives its verdict),
+/// no rules (`-S /dev/null` at start), no outputs, fail-open like the others.
+fn suricata_config(dir: &Path) -> String {
+    format!(
+        "%YAML 1.1\n---\ndefault-log-dir: {}\nrunmode: workers\n\
+         nfq:\n  mode: accept\n  fail-open: yes\n\
+         outputs:\n  - fast:\n      enabled: no\n  - eve-log:\n      enabled: no\n\
+         \x20 - stats:\n      enabled: no\n\
+         logging:\n  default-log-level: notice\n  outputs:\n    - console:\n        enabled: yes\n\
+         classification-file: /etc/suricata/classification.config\n\
+         reference-config-file: /etc/suricata/reference.config\n\
+         threshold-file: /etc/suricata/threshold.config\n",
+        dir.display()
+    )
 }
 
 /// The server's rules for workload `w`; `queue` adds the NFQUEUE target.
@@ -406,6 +453,11 @@ fn trial(setup: &Setup, w: Workload, p: Program) -> Outcome {
                 .spawn(&format!("{} 0", setup.nfq_accept.display())),
         ),
         Program::CBatch => Some(pair.server.spawn(&format!("{} 0", setup.c_loop.display()))),
+        Program::Suricata => Some(pair.server.spawn(&format!(
+            "suricata -c {} -S /dev/null -q 0 -l {}",
+            setup.suricata_yaml.display(),
+            setup.dir.display()
+        ))),
         Program::Nfqwall | Program::Nfqwall100 => {
             let config = setup.dir.join(format!("{}-{}.toml", w.key(), p.key()));
             let log = setup.dir.join(format!("{}-{}.log", w.key(), p.key()));
@@ -425,8 +477,10 @@ fn trial(setup: &Setup, w: Workload, p: Program) -> Outcome {
         }
     };
     if queued {
+        // Suricata takes seconds to start (its engine is built before it binds).
+        let bind_s = if p == Program::Suricata { 60 } else { 10 };
         assert!(
-            support::wait_until(10, || queue_counters(&pair.server, 0)
+            support::wait_until(bind_s, || queue_counters(&pair.server, 0)
                 .is_some_and(|q| q.peer_portid != 0)),
             "{}: {} did not bind queue 0",
             w.key(),
