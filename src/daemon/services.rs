@@ -142,28 +142,9 @@ mod tests {
 
     /// A plain pass-on decision of no service.
     pub(crate) fn decision() -> Decision {
-        use crate::engine::patterns::Patterns;
-        use crate::engine::{CtState, Verdict};
         Decision {
-            disposition: Disposition::PassOn,
-            verdict: Verdict::Accept,
-            reason: None,
-            would_drop: false,
-            would_accept: false,
             mode: crate::engine::policy::Mode::LogOnly,
-            patterns: Patterns::EMPTY,
-            ct_state: CtState::New,
-            tuple: None,
-            service: None,
-            rule: None,
-            logged_rule: None,
-            mark: None,
-            peer: None,
-            repair_offset: None,
-            rewrite: None,
-            rewritten: false,
-            tunnel: crate::wire::tunnel::Tunnels::NONE,
-            handback_due: false,
+            ..Decision::EMPTY
         }
     }
 }
