@@ -7,13 +7,13 @@ use crate::engine::meta::{CtHint, CtState, PacketMeta};
 use crate::engine::patterns::{Pattern, Patterns};
 use crate::engine::peers::PeerTable;
 use crate::engine::policy::{Action, Mode, Policy, PolicyOutcome, RuleId, RuleInput, ServiceId};
+use crate::engine::policy_slot::PolicySlot;
 use crate::engine::reason::{Class, Reason};
 use crate::engine::sack_repair::{self, Learned, RepairTable};
 use crate::engine::spec::Setup;
 use crate::engine::tracker::{self, Segment, TcpTracker};
 use crate::wire::tcp_options::TcpOptions;
 use crate::wire::{self, ParseError, Transport};
-use arc_swap::ArcSwap;
 use core::net::IpAddr;
 use core::sync::atomic::AtomicU64;
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -186,7 +186,7 @@ const SACK_PROOF_HITS: u16 = 3;
 /// The decision engine. Shared by reference between the threads of a front end.
 pub struct Engine {
     /// Swapped whole on reload; readers never wait.
-    policy: ArcSwap<Policy>,
+    policy: PolicySlot,
     flows: FlowTable,
     peers: PeerTable,
     repairs: RepairTable,
@@ -235,7 +235,7 @@ impl Engine {
     pub fn new<S: Setup + ?Sized>(setup: &S) -> Engine {
         let limits = setup.limits();
         Engine {
-            policy: ArcSwap::from_pointee(Policy::compile(setup)),
+            policy: PolicySlot::new(Policy::compile(setup)),
             flows: FlowTable::new(limits.max_flows as usize, limits.timeouts),
             peers: PeerTable::new(limits.max_peers as usize),
             repairs: RepairTable::new(MAX_REPAIRED_FLOWS),
@@ -295,7 +295,7 @@ impl Engine {
     /// Expires idle flows as of `now_ns`; front ends call this about once a second.
     pub fn expire(&self, now_ns: u64) -> usize {
         self.repairs.expire(secs(now_ns), REPAIR_IDLE_S);
-        self.policy.load().sweep_rates(now_ns);
+        self.policy.with(|p| p.sweep_rates(now_ns));
         self.flows.expire(now_ns)
     }
 
@@ -304,7 +304,8 @@ impl Engine {
     #[inline]
     pub fn decide(&self, now_ns: u64, meta: &PacketMeta<'_>, bytes: &[u8]) -> Decision {
         let mut d = Decision::EMPTY;
-        self.judge(&mut d, now_ns, meta, bytes);
+        self.policy
+            .with(|policy| self.judge(policy, &mut d, now_ns, meta, bytes));
         self.count(&d, now_ns);
         d
     }
@@ -408,8 +409,14 @@ impl Engine {
     /// Judges one packet into `d` (which holds [`Decision::EMPTY`]): filled in place
     /// and the parse borrowed, because copying either struct per packet cost more
     /// than a rule.
-    fn judge(&self, d: &mut Decision, now_ns: u64, meta: &PacketMeta<'_>, bytes: &[u8]) {
-        let policy = self.policy.load();
+    fn judge(
+        &self,
+        policy: &Policy,
+        d: &mut Decision,
+        now_ns: u64,
+        meta: &PacketMeta<'_>,
+        bytes: &[u8],
+    ) {
         let given_ct = match meta.ct {
             CtHint::Given(s) => s,
             CtHint::Auto => CtState::New,

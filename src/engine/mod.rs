@@ -14,6 +14,7 @@ pub mod meta;
 pub mod patterns;
 pub mod peers;
 pub mod policy;
+pub mod policy_slot;
 pub mod rate;
 pub mod reason;
 pub mod sack_repair;
