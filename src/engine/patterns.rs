@@ -150,7 +150,14 @@ impl Patterns {
 
     /// Iterates the patterns in the set, in output order.
     pub fn iter(self) -> impl Iterator<Item = Pattern> {
-        Pattern::ALL.into_iter().filter(move |p| self.contains(*p))
+        // Set bits only, lowest first (the order of `Pattern::ALL`): most sets hold
+        // one pattern, and every judged packet walks its set twice.
+        let mut bits = self.0;
+        core::iter::from_fn(move || {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits.wrapping_sub(1);
+            Pattern::ALL.get(i).copied()
+        })
     }
 
     /// Iterates only the patterns of the per-packet `analysis` contract.
@@ -199,5 +206,17 @@ mod tests {
         let names: Vec<_> = set.iter().map(Pattern::name).collect();
         assert_eq!(names, ["retransmission", "duplicate_ack"]);
         assert!(!set.contains(Pattern::KeepAlive));
+    }
+
+    #[test]
+    fn every_set_iterates_exactly_its_members_in_output_order() {
+        for bits in 0..1u16 << Pattern::ALL.len() {
+            let set = Patterns::from_bits(bits);
+            let expected: Vec<Pattern> = Pattern::ALL
+                .into_iter()
+                .filter(|p| bits & (1 << *p as u8) != 0)
+                .collect();
+            assert_eq!(set.iter().collect::<Vec<_>>(), expected, "bits {bits:#06x}");
+        }
     }
 }
