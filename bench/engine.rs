@@ -10,43 +10,12 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use etherparse::PacketBuilder;
 use nfqwall::config::Config;
-use nfqwall::engine::{CtHint, Engine, LinkType, PacketMeta};
-use nfqwall::replay::capture::CaptureReader;
-use std::hint::black_box;
+use nfqwall::engine::{Engine, LinkType};
 
-struct Packet {
-    ts: u64,
-    link: LinkType,
-    wire_len: u32,
-    bytes: Vec<u8>,
-}
+#[path = "frames.rs"]
+mod frames;
 
-fn load_captures() -> Vec<Packet> {
-    let mut names: Vec<_> = std::fs::read_dir("tests/fixtures/pcaps")
-        .unwrap()
-        .filter_map(|e| {
-            let p = e.unwrap().path();
-            let ext = p.extension()?.to_str()?.to_string();
-            (ext == "pcap").then_some(p)
-        })
-        .collect();
-    names.sort();
-    let mut out = Vec::new();
-    for path in names {
-        let mut r = CaptureReader::new(std::fs::File::open(&path).unwrap()).unwrap();
-        while let Some(Ok(f)) = r.next_frame() {
-            if let Ok(link) = f.link {
-                out.push(Packet {
-                    ts: f.ts_ns,
-                    link,
-                    wire_len: f.wire_len,
-                    bytes: f.data.to_vec(),
-                });
-            }
-        }
-    }
-    out
-}
+use frames::{load_captures, run, Packet};
 
 fn synthetic_connections(n: u16) -> Vec<Packet> {
     synthetic_connections_to(n, 2)
@@ -111,20 +80,6 @@ fn synthetic_connections_to(n: u16, server: u8) -> Vec<Packet> {
         );
     }
     out
-}
-
-fn run(engine: &Engine, packets: &[Packet]) {
-    for p in packets {
-        let meta = PacketMeta {
-            link: p.link,
-            ct: CtHint::Auto,
-            in_iface: None,
-            out_iface: None,
-            mark: 0,
-            wire_len: p.wire_len,
-        };
-        black_box(engine.decide(p.ts, &meta, black_box(&p.bytes)));
-    }
 }
 
 fn bench(c: &mut Criterion) {
