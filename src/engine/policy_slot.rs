@@ -1,11 +1,12 @@
 //! The compiled rules in force, swapped whole on reload and read once per packet.
 //!
-//! An [`ArcSwap`] load costs about a hundred instructions (a thread-local debt
-//! slot taken and given back), a twentieth of a packet's judging. Reloads are
-//! rare, so each thread keeps the `Arc` it last loaded beside the slot's
-//! generation number and loads again only when the generation moved: per packet,
-//! one atomic load and two compares. A thread that judges for another engine, or
-//! is already inside a read, takes the plain load.
+//! An [`ArcSwap`] load takes a thread-local debt slot and gives it back, with
+//! locked instructions both ways. Reloads are rare, so each thread keeps the `Arc`
+//! it last loaded beside the slot's generation number and loads again only when
+//! the generation moved: per packet, one atomic load, two compares and no locked
+//! instruction (57 instructions a packet fewer on the mixed captures, callgrind).
+//! A thread that judges for another engine, or is already inside a read, takes
+//! the plain load.
 
 use crate::engine::policy::Policy;
 use arc_swap::ArcSwap;
